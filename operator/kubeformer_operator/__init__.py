@@ -1,0 +1,1 @@
+"""kubeformer operator: reconciles OptimizedTransformer custom resources into Triton services."""
