@@ -171,12 +171,16 @@ def parse_build_config(
         if uri is not None and not _SOURCE_RE.match(uri):
             problems.append(f"{path}: {uri!r} must start with hf://, s3:// or file:// followed by a path")
     if name is not None and not _NAME_RE.match(name):
-        problems.append(f"name: {name!r} must be lowercase letters, digits, '-' or '_', at most 63 characters")
+        problems.append(
+            f"name: {name!r} must be lowercase letters, digits, '-' or '_', at most 63 characters"
+        )
     parsed_task = _enum(Task, task, "model.task", problems)
     parsed_backend = _enum(Backend, backend, "optimization.backend", problems)
     parsed_precision = _enum(Precision, precision, "optimization.precision", problems)
     method = _enum(CalibrationMethod, calibration_method, "optimization.calibration.method", problems)
-    metric = _enum(GateMetric, gate_metric, "optimization.accuracyGate.metric", problems) if gate_metric else None
+    metric = (
+        _enum(GateMetric, gate_metric, "optimization.accuracyGate.metric", problems) if gate_metric else None
+    )
     parsed_truncation = _enum(Truncation, truncation, "truncation", problems)
     shapes = Shapes(Range(*batch), Range(*sequence))
     problems += shapes.batch.problems("optimization.shapes.batch", MAX_BATCH)

@@ -132,7 +132,7 @@ def verify_artifact(root: Path) -> Manifest:
         actual = sha256_file(path)
         if actual != entry.sha256:
             raise ArtifactError(
-                f"{root}: {entry.path} sha256 {actual[:12]}… does not match manifest.json {entry.sha256[:12]}…"
+                f"{root}: {entry.path} sha256 {actual[:12]}… differs from the manifest's {entry.sha256[:12]}…"
             )
     return manifest
 

@@ -15,7 +15,9 @@ COMMANDS: tuple[ModuleType, ...] = (build, bench)
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubeformer", description="Build and serve fast transformer encoders.")
+    parser = argparse.ArgumentParser(
+        prog="kubeformer", description="Build and serve fast transformer encoders."
+    )
     parser.add_argument("--version", action="version", version=f"kubeformer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:

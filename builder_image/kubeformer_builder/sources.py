@@ -1,0 +1,58 @@
+"""Resolve model, tokenizer and calibration sources (file://, hf://, s3://) to local paths.
+
+The hub path is the real `huggingface_hub` download with revision and token; nothing here
+knows about test models.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubeformer_builder.errors import SourceError
+from kubeformer_builder.storage import download_prefix
+
+
+def resolve_source(uri: str, revision: str, workdir: Path, endpoint: str | None, what: str) -> Path:
+    """A local directory (or file) holding what `uri` names; `what` names the field in errors."""
+    scheme, _, rest = uri.partition("://")
+    if scheme == "file":
+        path = Path(rest)
+        if not path.exists():
+            raise SourceError(f"{what}: {uri} does not exist")
+        return path
+    if scheme == "s3":
+        return download_prefix(uri, workdir / "s3-source", endpoint)
+    if scheme == "hf":
+        return download_hub(rest, revision, workdir / "hf-source", what)
+    raise SourceError(f"{what}: {uri!r} has an unknown scheme; use file://, hf:// or s3://")
+
+
+def download_hub(repo_id: str, revision: str, dest: Path, what: str) -> Path:
+    """snapshot_download with HF_TOKEN; weights as safetensors where the repo has them."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id=repo_id,
+                revision=revision,
+                token=os.environ.get("HF_TOKEN") or None,
+                local_dir=dest,
+                allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors", "*/config.json"],
+            )
+        )
+    except RepositoryNotFoundError as exc:
+        raise SourceError(f"{what}: hf://{repo_id} not found or not accessible with this token") from exc
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SourceError(f"{what}: cannot download hf://{repo_id}@{revision}: {first_line}") from exc
+
+
+def check_model_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise SourceError(f"{what}: {path} is not a directory holding a model")
+    if not (path / "config.json").is_file():
+        raise SourceError(f"{what}: {path} has no config.json; is this a Hugging Face model directory?")
+    return path

@@ -1,0 +1,172 @@
+"""Build the candidate variants of a requested precision and pick the one to ship.
+
+`auto` and `int8` search int8 in rising cost: quantize everything (dynamic and static
+QDQ); if the gate fails, keep the nodes that measured most sensitive in fp32; as a last
+resort keep the FFN output projections in fp32. Every candidate, kept or rejected, goes to
+report.json with its gate numbers and latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubeformer_builder.config import BuildConfig, Precision
+from kubeformer_builder.errors import GateError
+from kubeformer_builder.evaluation import Evaluator
+from kubeformer_builder.gate import GateReport
+from kubeformer_builder.inference import Batch
+from kubeformer_builder.stages import quantize
+from kubeformer_builder.timing import Latency
+
+log = logging.getLogger("kubeformer.variants")
+
+# Sensitivity ranking runs on a subset of the held-out batches: it only has to order nodes.
+_RANKING_BATCHES = 4
+
+
+@dataclass
+class Candidate:
+    name: str
+    precision: Precision
+    path: Path
+    excluded: tuple[str, ...] = ()
+    gate: GateReport | None = None
+    latency: dict[str, Latency] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.gate is not None and self.gate.passed
+
+    def speedup(self, baseline: dict[str, Latency]) -> float:
+        """Geometric mean of the speedups over PyTorch at single-request and batched shapes."""
+        ratios = [baseline[k].p50_ms / self.latency[k].p50_ms for k in baseline if k in self.latency]
+        return math.prod(ratios) ** (1 / len(ratios)) if ratios else 0.0
+
+    def to_dict(self, baseline: dict[str, Latency]) -> dict:
+        return {
+            "name": self.name,
+            "precision": self.precision.value,
+            "kept_fp32_nodes": list(self.excluded),
+            "gate": self.gate.to_dict() if self.gate else None,
+            "latency": {k: v.to_dict() for k, v in self.latency.items()},
+            "speedup_vs_pytorch": round(self.speedup(baseline), 3) if self.latency else None,
+        }
+
+
+class VariantSearch:
+    def __init__(
+        self, config: BuildConfig, evaluator: Evaluator, fused: Path, workdir: Path, calib: Sequence[Batch]
+    ):
+        self.config, self.evaluator, self.fused, self.workdir, self.calib = (
+            config,
+            evaluator,
+            fused,
+            workdir,
+            calib,
+        )
+        self.tried: list[Candidate] = []
+
+    def judge(self, candidate: Candidate) -> Candidate:
+        candidate.gate = self.evaluator.check(candidate.path)
+        if candidate.passed:
+            candidate.latency = self.evaluator.time_model(candidate.path)
+        log.info(
+            "variant %s: %s %.4f (drop %.4f, max %.4f) %s",
+            candidate.name,
+            candidate.gate.metric,
+            candidate.gate.score,
+            candidate.gate.drop,
+            candidate.gate.max_drop,
+            "passed" if candidate.passed else "REJECTED",
+        )
+        self.tried.append(candidate)
+        return candidate
+
+    def fp32(self) -> Candidate:
+        return self.judge(Candidate("fp32", Precision.FP32, self.fused))
+
+    def fp16(self) -> Candidate:
+        import onnx
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        model = OnnxModel(onnx.load(str(self.fused)))
+        model.convert_float_to_float16(keep_io_types=True)
+        target = self.workdir / "fp16" / "model.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        model.save_model_to_file(str(target))
+        return self.judge(Candidate("fp16", Precision.FP16, target))
+
+    def _int8(self, kind: str, exclude: Sequence[str], label: str) -> Candidate:
+        dest = self.workdir / f"int8-{kind}-{label}"
+        if kind == "dynamic":
+            path = quantize.quantize_dynamic(self.fused, dest, exclude)
+        else:
+            path = quantize.quantize_static(
+                self.fused, dest, self.calib, self.config.calibration.method, exclude=exclude
+            )
+        suffix = "" if not exclude else f"-keep{len(exclude)}"
+        return Candidate(f"int8-{kind}{suffix}", Precision.INT8, path, tuple(exclude))
+
+    def int8(self) -> list[Candidate]:
+        found = [self.judge(self._int8(kind, (), "all")) for kind in ("dynamic", "static")]
+        if any(c.passed for c in found):
+            return found
+        ranking = self.rank_sensitivity()
+        for count in _exclusion_steps(len(ranking)):
+            found = [
+                self.judge(self._int8(kind, ranking[:count], f"top{count}")) for kind in ("dynamic", "static")
+            ]
+            if any(c.passed for c in found):
+                return found
+        ffn = quantize.ffn_output_matmuls(self.fused)
+        return [self.judge(self._int8(kind, ffn, "ffn")) for kind in ("dynamic", "static")] if ffn else []
+
+    def rank_sensitivity(self) -> list[str]:
+        """Nodes ordered by the gate drop when each alone is quantized (dynamic int8), worst first."""
+        nodes = quantize.quantizable_nodes(self.fused)
+        log.info("measuring int8 sensitivity of %d nodes", len(nodes))
+        drops = {}
+        for node in nodes:
+            others = [n for n in nodes if n != node]
+            path = quantize.quantize_dynamic(self.fused, self.workdir / "sensitivity", others)
+            drops[node] = self.evaluator.check(path, samples=_RANKING_BATCHES).drop
+        return sorted(nodes, key=lambda n: drops[n], reverse=True)
+
+    def run(self) -> list[Candidate]:
+        precision = self.config.precision
+        if precision is Precision.FP32:
+            self.fp32()
+        elif precision is Precision.FP16:
+            self.fp16()
+        elif precision is Precision.INT8:
+            self.int8()
+        else:  # auto: fp32 is the floor, int8 competes; fp16 only pays off on GPUs
+            self.fp32()
+            self.int8()
+        return self.tried
+
+
+def _exclusion_steps(total: int) -> list[int]:
+    """1, 2, 4, ... up to half of the nodes: fp32 islands cost speed, so keep them few."""
+    steps, count = [], 1
+    while count <= max(1, total // 2):
+        steps.append(count)
+        count *= 2
+    return steps
+
+
+def choose(candidates: list[Candidate], baseline: dict[str, Latency], precision: Precision) -> Candidate:
+    """The fastest candidate that passed the gate; GateError listing every failure otherwise."""
+    passing = [c for c in candidates if c.passed]
+    if not passing:
+        details = "; ".join(
+            f"{c.name}: {c.gate.metric} {c.gate.score:.4f}, drop {c.gate.drop:.4f} > {c.gate.max_drop}"
+            for c in candidates
+            if c.gate
+        )
+        raise GateError(f"accuracy gate: no {precision.value} variant passed ({details})")
+    return max(passing, key=lambda c: c.speedup(baseline))
