@@ -222,11 +222,14 @@ def load_calibration(config: BuildConfig, workdir: Path) -> list[str]:
 
 
 def calibration_batches(tokenizer, config: BuildConfig, input_names, texts: tuple[str, ...]):
-    """Padded fixed-length batches of 8 at the profile's optimal sequence length."""
-    sequence = config.shapes.sequence.opt
+    """Equal-shape batches (8 texts padded to the optimal sequence length): the histogram
+    calibrators stack a stride of batches, so a short last batch is dropped."""
+    sequence, size = config.shapes.sequence.opt, min(8, len(texts))
     return [
-        inference.tokenize(tokenizer, config.task, texts[i : i + 8], input_names, sequence, pad_to=sequence)
-        for i in range(0, len(texts), 8)
+        inference.tokenize(
+            tokenizer, config.task, texts[i : i + size], input_names, sequence, pad_to=sequence
+        )
+        for i in range(0, len(texts) - size + 1, size)
     ]
 
 

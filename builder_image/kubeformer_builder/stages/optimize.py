@@ -32,9 +32,23 @@ def optimize_onnx(
         opt_level=1,  # fusions only; level 2+ would bake CPU-specific kernels into the file
     )
     target = dest / "model.onnx"
+    annotate_types(optimized)
     optimized.save_model_to_file(str(target), use_external_data_format=_is_external(source))
     counts = collections.Counter(node.op_type for node in optimized.model.graph.node)
     return target, {op: counts[op] for op in FUSED_OPS if counts[op]}
+
+
+def annotate_types(optimized) -> None:
+    """Record every tensor's type and shape in value_info.
+
+    ONNX's own shape inference stops at contrib ops (Attention, SkipLayerNormalization), so
+    the int8 calibrator would see no tensor to calibrate; ORT's symbolic inference knows them.
+    """
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    inferred = SymbolicShapeInference.infer_shapes(optimized.model, auto_merge=True, guess_output_rank=True)
+    optimized.model.graph.ClearField("value_info")
+    optimized.model.graph.value_info.extend(inferred.graph.value_info)
 
 
 def _is_external(model_path: Path) -> bool:

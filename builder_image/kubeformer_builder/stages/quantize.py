@@ -9,6 +9,8 @@ Nodes that hurt accuracy most can be left in fp32 (`exclude`).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from kubeformer_builder.config import CalibrationMethod
 GELU_OPS = {"Gelu", "BiasGelu", "FastGelu"}
 # Ops the quantizer may turn int8; Gather/EmbedLayerNormalization shrink the embedding tables.
 DYNAMIC_OPS = ["MatMul", "Attention", "EmbedLayerNormalization", "Gather"]
+_CALIBRATION_STRIDE = 4
 STATIC_OPS = ["MatMul", "Attention", "Gather", "Add", "Mul", "Relu", "Softmax"]
 
 
@@ -66,17 +69,24 @@ def quantize_dynamic(source: Path, dest: Path, exclude: Sequence[str] = ()) -> P
 
 
 class PaddedReader:
-    """CalibrationDataReader over fixed-length batches (percentile/entropy need equal shapes)."""
+    """CalibrationDataReader over fixed-length batches (percentile/entropy need equal shapes).
+
+    Supports ORT's strided collection (`__len__`, `set_range`), which folds activations into
+    the histograms a few batches at a time instead of holding all of them in memory.
+    """
 
     def __init__(self, batches: Sequence[dict[str, np.ndarray]]):
         self._batches = list(batches)
         self._iterator: Iterator[dict[str, np.ndarray]] = iter(self._batches)
 
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iterator = iter(self._batches[start_index:end_index])
+
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._iterator, None)
-
-    def rewind(self) -> None:
-        self._iterator = iter(self._batches)
 
 
 def quantize_static(
@@ -99,25 +109,31 @@ def quantize_static(
     }
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "model.onnx"
-    ort_quantize_static(
-        str(source),
-        str(target),
-        PaddedReader(calibration),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=STATIC_OPS,
-        nodes_to_exclude=list(exclude),
-        calibrate_method=methods[method],
-        extra_options={
-            "ActivationSymmetric": symmetric_activations,
-            "WeightSymmetric": True,
-            "CalibMovingAverage": method is CalibrationMethod.MAX,
-            # Bounded memory on large models: histograms are collected a few batches at a time.
-            "CalibMaxIntermediateOutputs": 8,
-            "CalibPercentile": 99.99,
-            "DefaultTensorType": onnx.TensorProto.FLOAT,
-        },
-    )
+    # ORT collects `stride` batches at a time and insists the count divides evenly.
+    stride = min(_CALIBRATION_STRIDE, len(calibration))
+    usable = list(calibration)[: len(calibration) - len(calibration) % stride]
+    # ORT's calibrators print progress with print(): keep stdout for the build's JSON result.
+    with contextlib.redirect_stdout(sys.stderr):
+        ort_quantize_static(
+            str(source),
+            str(target),
+            PaddedReader(usable),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=STATIC_OPS,
+            nodes_to_exclude=list(exclude),
+            calibrate_method=methods[method],
+            extra_options={
+                "ActivationSymmetric": symmetric_activations,
+                "WeightSymmetric": True,
+                "CalibMovingAverage": method is CalibrationMethod.MAX,
+                # Bounded memory on large models: activations are collected four batches at a time
+                # (the option's name says MinMax, ORT applies it to every calibration method).
+                "CalibStridedMinMax": stride,
+                "CalibPercentile": 99.99,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },
+        )
     return target
