@@ -118,15 +118,18 @@ def test_model_config_names_the_engine_and_batches_dynamically(task, backend):
     config = parse(render_model_config(make_spec(task, backend)))
     assert (config.name, config.max_batch_size) == ("minilm_model", 32)
     if backend is Backend.ONNXRUNTIME:
-        assert (config.backend, config.platform, config.default_model_filename) == ("onnxruntime", "", "model.onnx")
+        assert (config.backend, config.platform) == ("onnxruntime", "")
+        assert config.default_model_filename == "model.onnx"
         assert parameters(config) == {"intra_op_thread_count": "0"}
         assert config.runtime == ""  # Triton must pick the native backend where there is one
     else:
-        assert (config.backend, config.platform, config.default_model_filename) == ("", "tensorrt_plan", "model.plan")
+        assert (config.backend, config.platform) == ("", "tensorrt_plan")
+        assert config.default_model_filename == "model.plan"
         assert parameters(config) == {}
     assert all(value == (DataType.TYPE_INT64, [-1]) for value in tensors(config.input).values())
     assert list(tensors(config.input)) == ["input_ids", "attention_mask", "token_type_ids"]
-    assert tensors(config.output) == {name: (DataType.TYPE_FP32, dims) for name, dims in OUTPUT_DIMS[task].items()}
+    expected = {name: (DataType.TYPE_FP32, dims) for name, dims in OUTPUT_DIMS[task].items()}
+    assert tensors(config.output) == expected
     assert list(config.dynamic_batching.preferred_batch_size) == [8, 16]
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
 
@@ -167,7 +170,8 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_per_token_outputs_need_a_sequence_dim():
-    assert spec_problems(make_spec(Task.QUESTION_ANSWERING, output_dims={"START_LOGITS": [7], "END_LOGITS": [-1]}))
+    fixed_length = {"START_LOGITS": [7], "END_LOGITS": [-1]}
+    assert spec_problems(make_spec(Task.QUESTION_ANSWERING, output_dims=fixed_length))
     assert spec_problems(make_spec(Task.FEATURE_EXTRACTION, output_dims={"EMBEDDING": [-1]}))
     assert spec_problems(make_spec(Task.FEATURE_EXTRACTION, id2label={0: "x"}))
     assert not spec_problems(make_spec(Task.QUESTION_ANSWERING))
@@ -212,10 +216,10 @@ def test_write_repository_lays_out_the_three_models(inputs, tmp_path, backend):
 def test_write_repository_refuses_missing_inputs_before_writing(inputs, tmp_path):
     engine, tokenizer = inputs
     dest = tmp_path / "out"
-    with pytest.raises(ArtifactError, match="missing.onnx does not exist"):
+    with pytest.raises(ArtifactError, match=r"missing\.onnx does not exist"):
         write_repository(make_spec(), tmp_path / "missing.onnx", tokenizer, dest)
     (tokenizer / "tokenizer.json").unlink()
-    with pytest.raises(UnsupportedModelError, match="no tokenizer.json"):
+    with pytest.raises(UnsupportedModelError, match=r"no tokenizer\.json"):
         write_repository(make_spec(), engine, tokenizer, dest)
     assert not dest.exists()
 
