@@ -62,3 +62,10 @@ class BackendUnavailableError(KubeformerError):
 
     exit_code = 8
     reason = "BackendUnavailable"
+
+
+class ServeError(KubeformerError):
+    """Triton did not start, or stopped on its own."""
+
+    exit_code = 9
+    reason = "ServeFailed"

@@ -1,0 +1,1 @@
+"""Local serving: run Triton on a verified artifact, with serving-time overrides."""

@@ -1,0 +1,84 @@
+"""`kubeformer serve`: verify an artifact, stage a private copy with serving overrides, run Triton.
+
+Order matters: every sha256 is checked before Triton sees a byte, so a corrupt or half-uploaded
+artifact is refused with the name of the bad file instead of failing somewhere inside Triton.
+The copy (hard links where possible) keeps the original untouched by the overrides.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubeformer_builder.errors import ArtifactError
+from kubeformer_builder.manifest import verify_artifact
+from kubeformer_builder.serving.overrides import Overrides, apply_overrides, has_gpu
+from kubeformer_builder.serving.tritonserver import Endpoints, TritonServer
+
+REPOSITORY_DIR = "model_repository"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    sources: tuple[str, ...]  # artifact directories (or file:// URIs) and s3:// prefixes
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    overrides: Overrides = field(default_factory=Overrides)
+    s3_endpoint: str | None = None
+
+
+def fetch_artifact(source: str, dest: Path, s3_endpoint: str | None) -> Path:
+    """The local directory of an artifact: `source` itself, or its download under `dest`."""
+    if source.startswith("s3://"):
+        from kubeformer_builder.storage import download_prefix  # boto3 only when S3 is used
+
+        download_prefix(source, dest, s3_endpoint)
+        return dest
+    path = Path(source.removeprefix("file://"))
+    if not path.is_dir():
+        raise ArtifactError(f"{source}: no such artifact directory")
+    return path
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed: copy instead
+        shutil.copy2(source, target)
+
+
+def stage_repository(artifact: Path, dest: Path, overrides: Overrides, gpu: bool) -> Path:
+    """Verify `artifact`, copy it to `dest`, apply the overrides there; returns the model repository."""
+    verify_artifact(artifact)
+    shutil.copytree(artifact, dest, copy_function=_link_or_copy)
+    repository = dest / REPOSITORY_DIR
+    if not repository.is_dir():
+        raise ArtifactError(f"{artifact}: has no {REPOSITORY_DIR}/ directory")
+    apply_overrides(repository, overrides, gpu)
+    return repository
+
+
+def serve(
+    config: ServeConfig,
+    stop: threading.Event,
+    log: Callable[[str], None],
+    on_ready: Callable[[Endpoints], None],
+) -> None:
+    """Serve until `stop` is set; raises if Triton fails to start or dies while serving."""
+    gpu = has_gpu()
+    with tempfile.TemporaryDirectory(prefix="kubeformer-serve-") as temporary:
+        workdir = Path(temporary)
+        repositories = []
+        for index, source in enumerate(config.sources):
+            artifact = fetch_artifact(source, workdir / f"download-{index}", config.s3_endpoint)
+            repositories.append(
+                stage_repository(artifact, workdir / f"artifact-{index}", config.overrides, gpu)
+            )
+        with TritonServer(repositories, workdir / "triton", config.endpoints, log) as server:
+            on_ready(config.endpoints)
+            while not stop.wait(1.0):
+                server.check_alive()
