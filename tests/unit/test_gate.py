@@ -43,10 +43,10 @@ def test_span_agreement_needs_start_and_end():
 def test_cosine_of_embeddings():
     reference = np.array([[1.0, 0.0], [0.0, 2.0]])
     assert np.allclose(cosine_rows(reference, reference * 3), [1.0, 1.0])
+    candidate = np.array([[1.0, 1.0], [0.0, 1.0]])
     report = evaluate(
-        Task.FEATURE_EXTRACTION, GateMetric.COSINE, 0.01, [(reference,)], [(np.array([[1.0, 1.0], [0.0, 1.0]]),)],
-        [np.ones((2, 4))],
-    )  # fmt: skip
+        Task.FEATURE_EXTRACTION, GateMetric.COSINE, 0.01, [(reference,)], [(candidate,)], [np.ones((2, 4))]
+    )
     assert report.score == pytest.approx((np.sqrt(0.5) + 1.0) / 2)
 
 

@@ -44,7 +44,7 @@ def test_verify_names_the_damaged_file(tmp_path, damage, message):
 
 
 def test_missing_manifest_means_no_artifact(tmp_path):
-    with pytest.raises(ArtifactError, match="no manifest.json"):
+    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
         load_manifest(tmp_path)
 
 
