@@ -36,8 +36,8 @@ def assert_refused(result, exit_code: int, *fragments: str) -> None:
 
 
 def build_args(model, output, *extra, task="text-classification"):
-    return ["build", model, "--task", task, "--output", str(output), "--batch", "1,2,4", "--sequence", "1,16,32",
-            "--calibration-samples", "16", *extra]  # fmt: skip
+    small = ["--batch", "1,2,4", "--sequence", "1,16,32", "--calibration-samples", "16"]
+    return ["build", model, "--task", task, "--output", str(output), *small, *extra]
 
 
 def test_unknown_local_source(tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -16,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 class RecordingHub(BaseHTTPRequestHandler):
-    requests: list[tuple[str, str | None]] = []
+    requests: ClassVar[list[tuple[str, str | None]]] = []
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         self.requests.append((self.path, self.headers.get("Authorization")))
         body = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
         self.send_response(401)
@@ -49,8 +50,8 @@ def test_hub_download_sends_revision_and_token_and_reports_clearly(hub, tmp_path
     env = {"HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_test_token_123", "HF_HUB_DISABLE_TELEMETRY": "1",
            "HF_HOME": str(tmp_path / "hf-home"), "PATH": "/usr/bin:/bin"}  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "-m", "kubeformer_builder.cli.main", "build", "hf://acme/private-bert", "--revision", "v1.2",
-         "--task", "text-classification", "--output", str(tmp_path / "out")],
+        [sys.executable, "-m", "kubeformer_builder.cli.main", "build", "hf://acme/private-bert",
+         "--revision", "v1.2", "--task", "text-classification", "--output", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr[-2000:]
