@@ -5,13 +5,18 @@ Built once per build from the held-out texts, so every variant sees identical in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from kubeformer_builder import gate, inference
-from kubeformer_builder.config import BuildConfig, GateMetric
+from kubeformer_builder.config import Backend, BuildConfig, GateMetric, Precision
 from kubeformer_builder.tasks import ExportWrapper
 from kubeformer_builder.timing import Latency, measure
+
+Runner = Callable[[inference.Batch], tuple[np.ndarray, ...]]
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,26 @@ class Evaluator:
             cases.append(TimingCase(label, batch, size, sequence))
         return cases
 
-    def check(self, model: Path, samples: int | None = None) -> gate.GateReport:
+    def runner(self, model: Path, precision: Precision) -> tuple[Runner, Path]:
+        """Something that runs batches through the model as it will be served, and its engine file.
+
+        ONNX Runtime runs the ONNX itself; TensorRT first compiles it, so the gate judges the
+        very engine that ships.
+        """
+        if self.config.backend is Backend.TENSORRT:
+            from kubeformer_builder.stages import tensorrt
+
+            engine_dir = model.parent / f"engine-{precision.value}"
+            plan = tensorrt.build_engine(
+                model, engine_dir, self.config.shapes, precision, self.wrapper.input_names
+            )
+            return tensorrt.EngineRunner(plan), plan
         session = inference.make_session(model)
+        return (lambda batch: inference.run_session(session, batch)), model
+
+    def check(self, run: Runner, samples: int | None = None) -> gate.GateReport:
         held = self.held_out[:samples] if samples else self.held_out
-        outputs = [inference.run_session(session, batch) for batch in held]
+        outputs = [run(batch) for batch in held]
         return gate.evaluate(
             self.config.task,
             self.metric,
@@ -57,19 +78,10 @@ class Evaluator:
             [batch["attention_mask"] for batch in held],
         )
 
-    def time_model(self, model: Path) -> dict[str, Latency]:
-        session = inference.make_session(model)
+    def time_runner(self, run: Runner) -> dict[str, Latency]:
         return {
-            case.label: measure(
-                lambda c=case: inference.run_session(session, c.batch), case.size, case.sequence
-            )
-            for case in self.cases
+            case.label: measure(lambda c=case: run(c.batch), case.size, case.sequence) for case in self.cases
         }
 
     def time_pytorch(self) -> dict[str, Latency]:
-        return {
-            case.label: measure(
-                lambda c=case: inference.run_torch(self.wrapper, c.batch), case.size, case.sequence
-            )
-            for case in self.cases
-        }
+        return self.time_runner(lambda batch: inference.run_torch(self.wrapper, batch))

@@ -9,46 +9,26 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeformer_builder import __version__, cachekey, calibration, inference, storage, tasks
+from kubeformer_builder import __version__, cachekey, calibration, inference, tasks
 from kubeformer_builder.architectures import find_architecture
 from kubeformer_builder.config import Backend, BuildConfig
-from kubeformer_builder.errors import ArtifactError, ConfigError, KubeformerError, SourceError
+from kubeformer_builder.errors import SourceError
 from kubeformer_builder.evaluation import Evaluator
-from kubeformer_builder.manifest import MANIFEST_NAME, Manifest, list_files, parse_manifest, verify_artifact
+from kubeformer_builder.manifest import Manifest, list_files
 from kubeformer_builder.manifest import write_manifest as write_manifest_file
 from kubeformer_builder.progress import stage
+from kubeformer_builder.publish import REPORT_NAME, BuildResult, find_existing, publish, result_from
 from kubeformer_builder.sources import check_model_dir, resolve_source
 from kubeformer_builder.stages import export, optimize
 from kubeformer_builder.variants import VariantSearch, choose
 from kubeformer_builder.versions import runtime_versions, tensorrt_target
 
 log = logging.getLogger("kubeformer.pipeline")
-REPORT_NAME = "report.json"
-_OUR_ENTRIES = {"model_repository", REPORT_NAME, MANIFEST_NAME}
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    location: str
-    cache_key: str
-    name: str
-    task: str
-    backend: str
-    precision: str
-    variant: str
-    size_bytes: int
-    cached: bool
-    benchmark: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": "succeeded", **self.__dict__}
 
 
 def model_name(config: BuildConfig) -> str:
@@ -135,9 +115,12 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
     with stage("export", timings):
         exported = export.export_onnx(wrapper, workdir / "export", arch.opset)
     with stage("optimize", timings):
-        fused, fused_ops = optimize.optimize_onnx(
-            exported, workdir / "fused", arch, model.config.num_attention_heads, model.config.hidden_size
-        )
+        if config.backend is Backend.TENSORRT:  # TensorRT fuses itself and cannot parse ORT's contrib ops
+            fused, fused_ops = exported, {}
+        else:
+            fused, fused_ops = optimize.optimize_onnx(
+                exported, workdir / "fused", arch, model.config.num_attention_heads, model.config.hidden_size
+            )
         log.info("fused ops: %s", fused_ops or "none")
     with stage("reference", timings):
         split = calibration.split_texts(texts, config.calibration.samples)
@@ -159,19 +142,12 @@ def produce(
         ).run()
         chosen = choose(candidates, baseline, config.precision)
         log.info("kept %s (%.2fx PyTorch)", chosen.name, chosen.speedup(baseline))
-    engine = chosen.path
     versions = runtime_versions()
     if config.backend is Backend.TENSORRT:
-        from kubeformer_builder.stages import tensorrt
-
-        with stage("tensorrt", timings):
-            engine = tensorrt.build_engine(
-                chosen.path, workdir / "engine", config.shapes, chosen.precision, prepared.wrapper.input_names
-            )
-            versions.update(zip(("gpu_arch", "tensorrt"), tensorrt_target(), strict=True))
+        versions.update(zip(("gpu_arch", "tensorrt"), tensorrt_target(), strict=True))
     with stage("triton-repository", timings):
         write_triton_repository(
-            config, name, prepared.wrapper, prepared.tokenizer, engine, artifact / "model_repository"
+            config, name, prepared.wrapper, prepared.tokenizer, chosen.engine, artifact / "model_repository"
         )
     benchmark = benchmark_summary(chosen, baseline)
     report = {
@@ -266,84 +242,3 @@ def benchmark_summary(chosen, baseline) -> dict[str, Any]:
         "speedupVsPytorch": round(baseline["single"].p50_ms / single.p50_ms, 3),
         "accuracyDrop": round(chosen.gate.drop, 6),
     }
-
-
-def find_existing(output: str, key: str, endpoint: str | None) -> BuildResult | None:
-    """A complete artifact for the same key at `output`, or None (a different key is rebuilt)."""
-    if output.startswith("s3://"):
-        text = storage.read_object(f"{output.rstrip('/')}/{MANIFEST_NAME}", endpoint)
-        if text is None:
-            return None
-        manifest = parse_manifest(text.decode(), output)
-        report = storage.read_object(f"{output.rstrip('/')}/{REPORT_NAME}", endpoint)
-    else:
-        root = Path(output)
-        if not (root / MANIFEST_NAME).is_file():
-            return None
-        try:
-            manifest = verify_artifact(root)
-        except ArtifactError as exc:
-            log.warning("existing artifact at %s is invalid, rebuilding: %s", output, exc)
-            return None
-        report = (root / REPORT_NAME).read_bytes() if (root / REPORT_NAME).is_file() else None
-    if manifest.cache_key != key:
-        return None
-    benchmark = json.loads(report).get("benchmark", {}) if report else {}
-    return result_from(manifest, output, cached=True, benchmark=benchmark)
-
-
-def result_from(manifest: Manifest, location: str, cached: bool, benchmark: dict) -> BuildResult:
-    return BuildResult(
-        location=location,
-        cache_key=manifest.cache_key,
-        name=manifest.name,
-        task=manifest.task,
-        backend=manifest.backend,
-        precision=manifest.precision,
-        variant=manifest.variant,
-        size_bytes=manifest.size_bytes,
-        cached=cached,
-        benchmark=benchmark,
-        versions=manifest.versions,
-    )
-
-
-def publish(artifact: Path, output: str, endpoint: str | None) -> None:
-    """Copy the finished artifact out, manifest last; a failed upload is removed again."""
-    if output.startswith("s3://"):
-        try:
-            storage.upload_dir(artifact, output, endpoint)
-        except KubeformerError:
-            _remove_partial_upload(output, endpoint)
-            raise
-        return
-    target = Path(output)
-    clear_output_dir(target)
-    target.mkdir(parents=True, exist_ok=True)
-    for child in artifact.iterdir():
-        if child.name != MANIFEST_NAME:
-            (shutil.copytree if child.is_dir() else shutil.copy2)(child, target / child.name)
-    shutil.copy2(artifact / MANIFEST_NAME, target / MANIFEST_NAME)
-
-
-def _remove_partial_upload(output: str, endpoint: str | None) -> None:
-    try:
-        storage.delete_prefix(output, endpoint)
-    except KubeformerError as exc:  # the original failure is the one to report
-        log.warning("could not remove the partial upload at %s: %s", output, exc)
-
-
-def clear_output_dir(target: Path) -> None:
-    """Remove a previous artifact (manifest first); refuse to touch a directory that is not ours."""
-    if not target.exists():
-        return
-    if not target.is_dir():
-        raise ConfigError(f"output: {target} exists and is not a directory")
-    foreign = sorted(child.name for child in target.iterdir() if child.name not in _OUR_ENTRIES)
-    if foreign:
-        raise ConfigError(
-            f"output: {target} is not empty and not a kubeformer artifact (found {', '.join(foreign[:3])})"
-        )
-    (target / MANIFEST_NAME).unlink(missing_ok=True)
-    for child in target.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()

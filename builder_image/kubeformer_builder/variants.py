@@ -12,13 +12,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from kubeformer_builder.config import BuildConfig, Precision
+from kubeformer_builder import inference
+from kubeformer_builder.config import Backend, BuildConfig, Precision
 from kubeformer_builder.errors import GateError
 from kubeformer_builder.evaluation import Evaluator
 from kubeformer_builder.gate import GateReport
-from kubeformer_builder.inference import Batch
 from kubeformer_builder.stages import quantize
 from kubeformer_builder.timing import Latency
 
@@ -34,6 +35,7 @@ class Candidate:
     precision: Precision
     path: Path
     excluded: tuple[str, ...] = ()
+    engine: Path | None = None  # what ships: the ONNX itself, or the TensorRT plan built from it
     gate: GateReport | None = None
     latency: dict[str, Latency] = field(default_factory=dict)
 
@@ -59,7 +61,12 @@ class Candidate:
 
 class VariantSearch:
     def __init__(
-        self, config: BuildConfig, evaluator: Evaluator, fused: Path, workdir: Path, calib: Sequence[Batch]
+        self,
+        config: BuildConfig,
+        evaluator: Evaluator,
+        fused: Path,
+        workdir: Path,
+        calib: Sequence[inference.Batch],
     ):
         self.config, self.evaluator, self.fused, self.workdir, self.calib = (
             config,
@@ -71,9 +78,10 @@ class VariantSearch:
         self.tried: list[Candidate] = []
 
     def judge(self, candidate: Candidate) -> Candidate:
-        candidate.gate = self.evaluator.check(candidate.path)
+        run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
+        candidate.gate = self.evaluator.check(run)
         if candidate.passed:
-            candidate.latency = self.evaluator.time_model(candidate.path)
+            candidate.latency = self.evaluator.time_runner(run)
         log.info(
             "variant %s: %s %.4f (drop %.4f, max %.4f) %s",
             candidate.name,
@@ -93,6 +101,8 @@ class VariantSearch:
         import onnx
         from onnxruntime.transformers.onnx_model import OnnxModel
 
+        if self.config.backend is Backend.TENSORRT:  # TensorRT lowers fp32 ONNX itself (FP16 flag)
+            return self.judge(Candidate("fp16", Precision.FP16, self.fused))
         model = OnnxModel(onnx.load(str(self.fused)))
         model.convert_float_to_float16(keep_io_types=True)
         target = self.workdir / "fp16" / "model.onnx"
@@ -105,35 +115,45 @@ class VariantSearch:
         if kind == "dynamic":
             path = quantize.quantize_dynamic(self.fused, dest, exclude)
         else:
+            symmetric = self.config.backend is Backend.TENSORRT  # TensorRT wants s8 activations, zero point 0
             path = quantize.quantize_static(
-                self.fused, dest, self.calib, self.config.calibration.method, exclude=exclude
+                self.fused, dest, self.calib, self.config.calibration.method, symmetric, exclude
             )
         suffix = "" if not exclude else f"-keep{len(exclude)}"
         return Candidate(f"int8-{kind}{suffix}", Precision.INT8, path, tuple(exclude))
 
     def int8(self) -> list[Candidate]:
-        found = [self.judge(self._int8(kind, (), "all")) for kind in ("dynamic", "static")]
+        found = [self.judge(self._int8(kind, (), "all")) for kind in self.kinds]
         if any(c.passed for c in found):
             return found
         ranking = self.rank_sensitivity()
         for count in _exclusion_steps(len(ranking)):
-            found = [
-                self.judge(self._int8(kind, ranking[:count], f"top{count}")) for kind in ("dynamic", "static")
-            ]
+            found = [self.judge(self._int8(kind, ranking[:count], f"top{count}")) for kind in self.kinds]
             if any(c.passed for c in found):
                 return found
         ffn = quantize.ffn_output_matmuls(self.fused)
-        return [self.judge(self._int8(kind, ffn, "ffn")) for kind in ("dynamic", "static")] if ffn else []
+        return [self.judge(self._int8(kind, ffn, "ffn")) for kind in self.kinds] if ffn else []
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """int8 flavours: ONNX Runtime runs dynamic and static QDQ; TensorRT only static QDQ."""
+        return ("static",) if self.config.backend is Backend.TENSORRT else ("dynamic", "static")
 
     def rank_sensitivity(self) -> list[str]:
-        """Nodes ordered by the gate drop when each alone is quantized (dynamic int8), worst first."""
+        """Nodes ordered by the gate drop when each alone is quantized, worst first.
+
+        Measured with ONNX Runtime dynamic int8 on every backend: a fast proxy that needs no
+        calibration or engine build per node, and only has to order the nodes.
+        """
         nodes = quantize.quantizable_nodes(self.fused)
         log.info("measuring int8 sensitivity of %d nodes", len(nodes))
         drops = {}
         for node in nodes:
             others = [n for n in nodes if n != node]
             path = quantize.quantize_dynamic(self.fused, self.workdir / "sensitivity", others)
-            drops[node] = self.evaluator.check(path, samples=_RANKING_BATCHES).drop
+            session = inference.make_session(path)
+            run = partial(inference.run_session, session)
+            drops[node] = self.evaluator.check(run, samples=_RANKING_BATCHES).drop
         return sorted(nodes, key=lambda n: drops[n], reverse=True)
 
     def run(self) -> list[Candidate]:

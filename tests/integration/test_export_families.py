@@ -3,7 +3,7 @@
 import onnx
 import pytest
 
-from kubeformer_builder.config import Task
+from kubeformer_builder.config import Precision, Task
 from kubeformer_builder.pipeline import prepare
 from tests.fixtures.builds import tiny_config
 from tests.fixtures.models import FAMILIES
@@ -17,7 +17,8 @@ def test_family_exports_and_matches_pytorch(model_type, tiny_model, tmp_path):
     config = tiny_config(tiny_model(model_type, Task.TEXT_CLASSIFICATION), Task.TEXT_CLASSIFICATION)
     prepared = prepare(config, tmp_path, {})
     for path in (prepared.exported, prepared.fused):
-        report = prepared.evaluator.check(path)
+        run, _ = prepared.evaluator.runner(path, Precision.FP32)
+        report = prepared.evaluator.check(run)
         assert report.passed and report.score == 1.0, (model_type, path, report)
         assert report.max_abs_diff < 1e-3, (model_type, path, report)
     inputs = [i.name for i in onnx.load(str(prepared.fused)).graph.input]
