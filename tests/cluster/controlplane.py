@@ -126,13 +126,13 @@ class ControlPlane:
             "etcd",
             [
                 str(self.binaries.etcd),
-                "--name=default",
+                "--name=kubeformer-test",
                 f"--data-dir={self.state_dir / 'etcd'}",
                 f"--listen-client-urls={url}",
                 f"--advertise-client-urls={url}",
                 f"--listen-peer-urls={peer_url}",
                 f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
+                f"--initial-cluster=kubeformer-test={peer_url}",
                 # Test data is thrown away; fsync would only make every write wait for the disk.
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
