@@ -9,7 +9,7 @@ TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test lint format clean cluster cluster-down
 
 setup: $(STAMP)
 
@@ -38,3 +38,12 @@ format: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# A real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) in the
+# background, the same one the tests start; binaries are built on first use into ~/.cache/kubeformer.
+# Its kubeconfig is .cluster/kubeconfig once it is ready.
+cluster: setup
+	$(BIN)/python -m tests.cluster up
+
+cluster-down: setup
+	$(BIN)/python -m tests.cluster down
