@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+
+from tqdm import tqdm
 
 from kubeformer_builder import inference
 from kubeformer_builder.config import Backend, BuildConfig, Precision
@@ -148,7 +151,7 @@ class VariantSearch:
         nodes = quantize.quantizable_nodes(self.fused)
         log.info("measuring int8 sensitivity of %d nodes", len(nodes))
         drops = {}
-        for node in nodes:
+        for node in tqdm(nodes, desc="int8 sensitivity", unit="node", file=sys.stderr, mininterval=2):
             others = [n for n in nodes if n != node]
             path = quantize.quantize_dynamic(self.fused, self.workdir / "sensitivity", others)
             session = inference.make_session(path)
