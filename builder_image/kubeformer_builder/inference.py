@@ -82,7 +82,14 @@ def cpu_threads() -> int:
     return max(1, available)
 
 
-def make_session(model: Path, threads: int | None = None, providers: Sequence[str] | None = None):
+def has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def make_session(model: Path, threads: int | None = None):
+    """A session tuned like the served model: one intra-op thread per core, sequential graph."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -91,7 +98,8 @@ def make_session(model: Path, threads: int | None = None, providers: Sequence[st
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    return ort.InferenceSession(str(model), options, providers=list(providers or ["CPUExecutionProvider"]))
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda() else ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(model), options, providers=providers)
 
 
 def run_session(session, batch: Batch) -> tuple[np.ndarray, ...]:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from kubeformer_builder import inference
 from kubeformer_builder.config import Backend, BuildConfig, Precision
-from kubeformer_builder.errors import GateError
+from kubeformer_builder.errors import BackendUnavailableError, GateError
 from kubeformer_builder.evaluation import Evaluator
 from kubeformer_builder.gate import GateReport
 from kubeformer_builder.stages import quantize
@@ -106,6 +106,11 @@ class VariantSearch:
 
         if self.config.backend is Backend.TENSORRT:  # TensorRT lowers fp32 ONNX itself (FP16 flag)
             return self.judge(Candidate("fp16", Precision.FP16, self.fused))
+        if not inference.has_cuda():
+            raise BackendUnavailableError(
+                "optimization.precision: fp16 runs fast only on a GPU and this build machine has no CUDA; "
+                "use fp32 or int8 for CPU serving, or build on a GPU node"
+            )
         model = OnnxModel(onnx.load(str(self.fused)))
         model.convert_float_to_float16(keep_io_types=True)
         target = self.workdir / "fp16" / "model.onnx"

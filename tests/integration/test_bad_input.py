@@ -117,3 +117,15 @@ def test_termination_log_carries_the_failure(tmp_path):
     outcome = json.loads(log.read_text())
     assert outcome == {"status": "failed", "reason": "SourceUnavailable", "message": outcome["message"]}
     assert "does not exist" in outcome["message"]
+
+
+def test_fp16_without_a_gpu_is_refused(tiny_model, tmp_path):
+    model = tiny_model("bert", Task.TEXT_CLASSIFICATION)
+    result = kubeformer(*build_args(f"file://{model}", tmp_path / "out", "--precision", "fp16"))
+    assert_refused(result, 8, "fp16 runs fast only on a GPU")
+    assert not (tmp_path / "out").exists()
+
+
+def test_tensorrt_without_a_gpu_is_refused(tmp_path):
+    result = kubeformer(*build_args("file:///m", tmp_path / "out", "--backend", "tensorrt"))
+    assert_refused(result, 8, "optimization.backend: tensorrt needs")
