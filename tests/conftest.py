@@ -1,0 +1,3 @@
+"""Shared fixtures, registered as plugins so every test directory sees the same session servers."""
+
+pytest_plugins = ["tests.fixtures.triton"]
