@@ -6,7 +6,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from kubeformer_builder.errors import ConfigError
+from kubeformer_builder.config import Backend
+from kubeformer_builder.errors import BackendUnavailableError, ConfigError
 from kubeformer_builder.serving.overrides import InstanceKind, Overrides, apply_overrides
 from kubeformer_builder.triton.repository import write_repository
 from tests.unit.test_triton_repository import make_spec
@@ -57,3 +58,20 @@ def test_gpu_without_a_gpu_is_refused(repository):
 def test_preferred_sizes_above_max_batch_are_refused(repository):
     with pytest.raises(ConfigError, match="exceed max_batch_size 32"):
         apply_overrides(repository, Overrides(preferred_batch_sizes=(64,)), gpu=False)
+
+
+def test_ragged_batches_are_allowed_only_on_the_served_copy_of_onnxruntime_engines(repository):
+    apply_overrides(repository, Overrides(), gpu=False, ragged=True)
+    assert all(tensor.allow_ragged_batch for tensor in read(repository, "minilm_model").input)
+    assert not any(tensor.allow_ragged_batch for tensor in read(repository, "minilm_tokenizer").input)
+
+
+def test_tensorrt_engines_cannot_be_served_by_the_local_triton(tmp_path):
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(b"x")
+    tokenizer = tmp_path / "tok"
+    tokenizer.mkdir()
+    (tokenizer / "tokenizer.json").write_text("{}")
+    write_repository(make_spec(backend=Backend.TENSORRT), engine, tokenizer, tmp_path / "repo")
+    with pytest.raises(BackendUnavailableError, match="tensorrt_plan engine needs its native Triton backend"):
+        apply_overrides(tmp_path / "repo", Overrides(), gpu=False, ragged=True)

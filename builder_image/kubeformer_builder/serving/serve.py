@@ -57,7 +57,8 @@ def stage_repository(artifact: Path, dest: Path, overrides: Overrides, gpu: bool
     repository = dest / REPOSITORY_DIR
     if not repository.is_dir():
         raise ArtifactError(f"{artifact}: has no {REPOSITORY_DIR}/ directory")
-    apply_overrides(repository, overrides, gpu)
+    # The local Triton (nvidia-pytriton) has no native onnxruntime backend: ours serves, ragged batches on.
+    apply_overrides(repository, overrides, gpu, ragged=True)
     return repository
 
 
