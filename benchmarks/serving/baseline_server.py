@@ -22,7 +22,7 @@ class Request(BaseModel):
 
 
 def make_app(model_dir: str, task: str) -> FastAPI:
-    runner = pipeline(task, model=model_dir, device=-1, torch_dtype=torch.float32)
+    runner = pipeline(task, model=model_dir, device=-1, dtype=torch.float32)
     app = FastAPI()
 
     @app.post("/predict")
