@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from kubeformer_builder.errors import ConfigError
+from kubeformer_builder.errors import BackendUnavailableError, ConfigError
 
 
 class InstanceKind(str, Enum):
@@ -72,9 +72,26 @@ def apply_to_config(config: model_config_pb2.ModelConfig, overrides: Overrides, 
         config.parameters["intra_op_thread_count"].string_value = str(overrides.intra_op_threads)
 
 
-def apply_overrides(repository: Path, overrides: Overrides, gpu: bool) -> list[str]:
+def allow_ragged_batches(config: model_config_pb2.ModelConfig) -> None:
+    """Let Triton batch requests of different sequence lengths into one execution.
+
+    Only our Python-based onnxruntime backend understands this (it runs each shape as its own batch);
+    the native backends do not, so it is set on the serving copy by a launcher that uses ours, never
+    in the artifact.
+    """
+    if config.backend != "onnxruntime":
+        raise BackendUnavailableError(
+            f"{config.name}: a {config.platform or config.backend} engine needs its native Triton backend "
+            "(the cluster's GPU image); the local Triton has only python and the Python-based onnxruntime"
+        )
+    for tensor in config.input:
+        tensor.allow_ragged_batch = True
+
+
+def apply_overrides(repository: Path, overrides: Overrides, gpu: bool, ragged: bool = False) -> list[str]:
     """Rewrite the engine models' config.pbtxt under `repository`; returns the models changed.
 
+    `ragged`: the server runs our Python-based onnxruntime backend (see allow_ragged_batches).
     Each file is replaced (written beside, then renamed), never edited in place, so a repository
     copied with hard links leaves the original untouched.
     """
@@ -84,6 +101,8 @@ def apply_overrides(repository: Path, overrides: Overrides, gpu: bool) -> list[s
         if not is_engine(config):
             continue
         apply_to_config(config, overrides, gpu)
+        if ragged:
+            allow_ragged_batches(config)
         temporary = path.with_name(".config.pbtxt.tmp")
         temporary.write_text(text_format.MessageToString(config, as_utf8=True), encoding="utf-8")
         temporary.replace(path)

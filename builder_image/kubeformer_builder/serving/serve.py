@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kubeformer_builder.errors import ArtifactError
 from kubeformer_builder.manifest import verify_artifact
+from kubeformer_builder.serving.fetch import fetch_artifact_to
 from kubeformer_builder.serving.overrides import Overrides, apply_overrides, has_gpu
 from kubeformer_builder.serving.tritonserver import Endpoints, TritonServer
 
@@ -31,16 +32,15 @@ class ServeConfig:
     s3_endpoint: str | None = None
 
 
-def fetch_artifact(source: str, dest: Path, s3_endpoint: str | None) -> Path:
-    """The local directory of an artifact: `source` itself, or its download under `dest`."""
+def verified_artifact(source: str, download_dir: Path, s3_endpoint: str | None) -> Path:
+    """The local, verified directory of an artifact: `source` itself, or its download."""
     if source.startswith("s3://"):
-        from kubeformer_builder.storage import download_prefix  # boto3 only when S3 is used
-
-        download_prefix(source, dest, s3_endpoint)
-        return dest
+        fetch_artifact_to(source, download_dir, s3_endpoint)
+        return download_dir
     path = Path(source.removeprefix("file://"))
     if not path.is_dir():
         raise ArtifactError(f"{source}: no such artifact directory")
+    verify_artifact(path)
     return path
 
 
@@ -52,13 +52,13 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def stage_repository(artifact: Path, dest: Path, overrides: Overrides, gpu: bool) -> Path:
-    """Verify `artifact`, copy it to `dest`, apply the overrides there; returns the model repository."""
-    verify_artifact(artifact)
+    """Copy a verified `artifact` to `dest`, apply the overrides there; returns the model repository."""
     shutil.copytree(artifact, dest, copy_function=_link_or_copy)
     repository = dest / REPOSITORY_DIR
     if not repository.is_dir():
         raise ArtifactError(f"{artifact}: has no {REPOSITORY_DIR}/ directory")
-    apply_overrides(repository, overrides, gpu)
+    # The local Triton (nvidia-pytriton) has no native onnxruntime backend: ours serves, ragged batches on.
+    apply_overrides(repository, overrides, gpu, ragged=True)
     return repository
 
 
@@ -74,7 +74,7 @@ def serve(
         workdir = Path(temporary)
         repositories = []
         for index, source in enumerate(config.sources):
-            artifact = fetch_artifact(source, workdir / f"download-{index}", config.s3_endpoint)
+            artifact = verified_artifact(source, workdir / f"download-{index}", config.s3_endpoint)
             repositories.append(
                 stage_repository(artifact, workdir / f"artifact-{index}", config.overrides, gpu)
             )

@@ -1,0 +1,87 @@
+"""`kubeformer serve DIR|s3://...`: a real Triton server on this machine serving a built artifact."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from kubeformer_builder.serving.overrides import InstanceKind, Overrides
+from kubeformer_builder.serving.serve import ServeConfig, serve
+from kubeformer_builder.serving.tritonserver import Endpoints
+
+NAME = "serve"
+HELP = "Serve built artifacts with Triton (HTTP 8000, gRPC 8001, metrics 8002) until Ctrl-C or SIGTERM."
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+
+
+def add_serving_args(parser: argparse.ArgumentParser) -> None:
+    """Flags shared with `kubeformer run`: where Triton listens and the serving-time overrides."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--s3-endpoint", help="S3 endpoint URL for s3:// artifacts (credentials: AWS_* env)")
+    group = parser.add_argument_group("serving overrides (applied to a verified copy, no rebuild)")
+    group.add_argument(
+        "--instance-kind",
+        choices=[k.value for k in InstanceKind],
+        default="auto",
+        help="auto: GPU if present",
+    )
+    group.add_argument("--instances", type=int, help="engine instances (parallel executions)")
+    group.add_argument(
+        "--max-queue-delay-us", type=int, help="dynamic batching: longest wait to fill a batch"
+    )
+    group.add_argument("--preferred-batch-sizes", type=_sizes, help="dynamic batching, e.g. 8,16")
+    group.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: default)")
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "sources", nargs="+", metavar="DIR|s3://...", help="artifact(s) written by kubeformer build"
+    )
+    add_serving_args(parser)
+
+
+def serve_config(args: argparse.Namespace, sources: tuple[str, ...]) -> ServeConfig:
+    return ServeConfig(
+        sources=sources,
+        endpoints=Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port),
+        overrides=Overrides(
+            instance_kind=InstanceKind(args.instance_kind),
+            instance_count=args.instances,
+            max_queue_delay_us=args.max_queue_delay_us,
+            preferred_batch_sizes=args.preferred_batch_sizes,
+            intra_op_threads=args.intra_op_threads,
+        ),
+        s3_endpoint=args.s3_endpoint,
+    )
+
+
+def _announce(endpoints: Endpoints) -> None:
+    print(
+        f"kubeformer serve: ready on {endpoints.http} (HTTP), {endpoints.grpc} (gRPC), {endpoints.metrics}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def serve_until_signal(config: ServeConfig) -> int:
+    """Serve with Triton's log on stderr; SIGINT or SIGTERM stops Triton cleanly."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(config, stop, log=lambda line: print(line, file=sys.stderr, flush=True), on_ready=_announce)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return serve_until_signal(serve_config(args, tuple(args.sources)))

@@ -1,0 +1,148 @@
+"""`kubeformer predict`: call a served ensemble over HTTP or gRPC and return readable answers.
+
+The ensemble's own config says what it is (`task`, `id2label` parameters), so the client needs only
+the URL: it finds the ensemble, reads its parameters and picks the post-processing from the task.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from kubeformer_builder.config import Task
+from kubeformer_builder.errors import ConfigError, ServeError
+from kubeformer_builder.serving import answers
+
+
+@dataclass(frozen=True)
+class Target:
+    protocol: str  # "http" | "grpc"
+    address: str  # host:port
+
+
+def parse_url(url: str) -> Target:
+    """http://host:port, grpc://host:port, or a bare host:port (HTTP)."""
+    scheme, _, address = url.rpartition("://")
+    scheme = scheme or "http"
+    if scheme not in ("http", "grpc") or not address:
+        raise ConfigError(f"URL {url!r}: expected http://HOST:PORT or grpc://HOST:PORT")
+    return Target(scheme, address.rstrip("/"))
+
+
+@dataclass(frozen=True)
+class EnsembleInfo:
+    name: str
+    task: Task
+    id2label: dict[int, str]
+
+
+def parse_ensemble(config: dict) -> EnsembleInfo:
+    """Task and labels from an ensemble config in Triton's JSON form."""
+    values = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+    if "task" not in values:
+        raise ConfigError(f"model {config.get('name')!r} has no 'task' parameter: not a kubeformer ensemble")
+    labels = json.loads(values.get("id2label") or "{}")
+    return EnsembleInfo(config["name"], Task(values["task"]), {int(k): v for k, v in labels.items()})
+
+
+class Predictor:
+    """One connection to Triton; use as a context manager so the connection is closed."""
+
+    def __init__(self, url: str, model: str | None = None):
+        self.target = parse_url(url)
+        self.grpc = self.target.protocol == "grpc"
+        self.module = _client_module(self.target.protocol)
+        self.client = self.module.InferenceServerClient(self.target.address)
+        try:
+            self.info = parse_ensemble(self._config(model or self._find_ensemble()))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # The two clients differ only in how they return JSON; these three calls hide that.
+    def _config(self, name: str) -> dict:
+        try:
+            if self.grpc:
+                return self.client.get_model_config(name, as_json=True)["config"]
+            return self.client.get_model_config(name)
+        except InferenceServerException as error:
+            raise ServeError(
+                f"{self.target.address}: cannot read model {name!r}: {error.message()}"
+            ) from error
+
+    def _model_names(self) -> list[str]:
+        if self.grpc:
+            models = self.client.get_model_repository_index(as_json=True).get("models", [])
+        else:
+            models = self.client.get_model_repository_index()
+        return [m["name"] for m in models if m.get("state") == "READY"]
+
+    def _output_names(self, result) -> list[str]:
+        response = result.get_response(as_json=True) if self.grpc else result.get_response()
+        return [output["name"] for output in response["outputs"]]
+
+    def _find_ensemble(self) -> str:
+        ensembles = [n for n in self._model_names() if self._config(n).get("platform") == "ensemble"]
+        if len(ensembles) != 1:
+            raise ConfigError(f"{self.target.address}: serves ensembles {ensembles}; choose one with --model")
+        return ensembles[0]
+
+    def infer(self, columns: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        """Raw ensemble outputs for texts given per input name (TEXT, or QUESTION and CONTEXT)."""
+        inputs = []
+        for name, texts in columns.items():
+            tensor = self.module.InferInput(name, [len(texts), 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in texts], dtype=object))
+            inputs.append(tensor)
+        try:
+            result = self.client.infer(self.info.name, inputs)
+        except InferenceServerException as error:
+            raise ServeError(f"{self.info.name}: {error.message()}") from error
+        return {name: result.as_numpy(name) for name in self._output_names(result)}
+
+    def predict(self, texts: list[str], context: str | None = None) -> list[dict]:
+        """One readable answer per text; for question answering the texts are questions about `context`."""
+        task, labels = self.info.task, self.info.id2label
+        if task is Task.QUESTION_ANSWERING:
+            if not context:
+                raise ConfigError(f"{self.info.name} answers questions: give the passage with --context")
+            out = self.infer({"QUESTION": texts, "CONTEXT": [context] * len(texts)})
+            spans = zip(out["START_LOGITS"], out["END_LOGITS"], out["OFFSETS"], strict=True)
+            return [
+                {"question": q, **answers.best_answer(context, *span)}
+                for q, span in zip(texts, spans, strict=True)
+            ]
+        out = self.infer({"TEXT": texts})
+        if task is Task.FEATURE_EXTRACTION:
+            return [
+                {"text": t, "embedding": e.tolist()} for t, e in zip(texts, out["EMBEDDING"], strict=True)
+            ]
+        if task is Task.TEXT_CLASSIFICATION:
+            return [
+                {"text": t, "labels": answers.classify(x, labels)}
+                for t, x in zip(texts, out["LOGITS"], strict=True)
+            ]
+        rows = zip(texts, out["LOGITS"], out["OFFSETS"], strict=True)
+        return [{"text": t, "entities": answers.aggregate_entities(t, x, o, labels)} for t, x, o in rows]
+
+
+def _client_module(protocol: str) -> ModuleType:
+    """tritonclient.http or tritonclient.grpc, imported only when a prediction is made."""
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        import tritonclient.http as module
+    return module

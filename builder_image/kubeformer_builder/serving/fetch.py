@@ -1,0 +1,29 @@
+"""Fetch an artifact into a directory and verify every file: the Triton pods' init container step."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from kubeformer_builder.errors import ArtifactError
+from kubeformer_builder.manifest import Manifest, verify_artifact
+
+
+def fetch_artifact_to(source: str, dest: Path, s3_endpoint: str | None) -> Manifest:
+    """Download (s3://) or copy (a directory or file://) `source` into `dest`, then verify it there.
+
+    Verification runs on the fetched copy, the bytes Triton will read; a bad file raises ArtifactError
+    naming it.
+    """
+    if dest.exists() and any(dest.iterdir()):
+        raise ArtifactError(f"{dest}: destination is not empty; fetch into a new or empty directory")
+    if source.startswith("s3://"):
+        from kubeformer_builder.storage import download_prefix  # boto3 only when S3 is used
+
+        download_prefix(source, dest, s3_endpoint)
+    else:
+        local = Path(source.removeprefix("file://"))
+        if not local.is_dir():
+            raise ArtifactError(f"{source}: no such artifact directory")
+        shutil.copytree(local, dest, dirs_exist_ok=True)
+    return verify_artifact(dest)

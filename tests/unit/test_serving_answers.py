@@ -1,0 +1,74 @@
+"""Post-processing of raw outputs into labels, entities and answer spans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kubeformer_builder.serving.answers import MAX_ANSWER_TOKENS, aggregate_entities, best_answer, classify
+
+LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+
+
+def one_hot(ids: list[int], size: int = 5) -> np.ndarray:
+    logits = np.full((len(ids), size), -5.0)
+    logits[np.arange(len(ids)), ids] = 5.0
+    return logits
+
+
+def test_classify_orders_labels_by_probability():
+    result = classify(np.array([0.0, 2.0, 1.0]), {0: "neg", 1: "neu", 2: "pos"})
+    assert [r["label"] for r in result] == ["neu", "pos", "neg"]
+    assert sum(r["score"] for r in result) == pytest.approx(1.0)
+
+
+def test_entities_join_subwords_and_split_on_b_labels():
+    text = "Ada Lovelace met Bob in Londonderry"
+    # [CLS] Ada Love ##lace met Bob in London ##derry [SEP]
+    offsets = np.array(
+        [[-1, -1], [0, 3], [4, 8], [8, 12], [13, 16], [17, 20], [21, 23], [24, 30], [30, 35], [-1, -1]]
+    )
+    labels = [0, 1, 2, 2, 0, 1, 0, 3, 4, 0]
+    entities = aggregate_entities(text, one_hot(labels), offsets, LABELS)
+    assert [(e["entity"], e["word"]) for e in entities] == [
+        ("PER", "Ada Lovelace"),
+        ("PER", "Bob"),
+        ("LOC", "Londonderry"),
+    ]
+    assert all(0.99 < e["score"] <= 1 for e in entities)
+
+
+def test_adjacent_b_labels_are_separate_entities():
+    text = "Ann Bo"
+    offsets = np.array([[0, 3], [4, 6]])
+    entities = aggregate_entities(text, one_hot([1, 1]), offsets, LABELS)
+    assert [e["word"] for e in entities] == ["Ann", "Bo"]
+
+
+def test_best_answer_picks_the_most_likely_span_inside_the_context():
+    context = "Paris is the capital of France"
+    # [CLS] question tokens (-1) then context tokens Paris is the capital of France
+    offsets = np.array([[-1, -1], [-1, -1], [0, 5], [6, 8], [9, 12], [13, 20], [21, 23], [24, 30], [-1, -1]])
+    start = np.array([9.0, 9.0, 5.0, 0, 0, 0, 0, 0, 9.0])  # high logits outside the context must be ignored
+    end = np.array([9.0, 9.0, 4.0, 0, 0, 0, 0, 0, 9.0])
+    answer = best_answer(context, start, end, offsets)
+    assert (answer["answer"], answer["start"], answer["end"]) == ("Paris", 0, 5)
+    assert 0 < answer["score"] <= 1
+
+
+def test_best_answer_never_ends_before_it_starts_nor_runs_too_long():
+    count = MAX_ANSWER_TOKENS + 10
+    offsets = np.array([[i, i + 1] for i in range(count)])
+    start = np.zeros(count)
+    end = np.zeros(count)
+    start[count - 1], end[0] = 10.0, 10.0  # the best "pair" would end before it starts
+    answer = best_answer("x" * count, start, end, offsets)
+    assert answer["start"] < answer["end"]
+    start[:] = 0
+    start[0], end[count - 1] = 10.0, 10.0  # longer than the limit
+    answer = best_answer("x" * count, start, end, offsets)
+    assert answer["end"] - answer["start"] <= MAX_ANSWER_TOKENS
+
+
+def test_best_answer_without_context_tokens_is_empty():
+    assert best_answer("", np.zeros(2), np.zeros(2), np.full((2, 2), -1))["answer"] == ""
