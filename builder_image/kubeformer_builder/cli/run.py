@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from kubeformer_builder import progress
 from kubeformer_builder.cli.serve import add_serving_args, serve_config, serve_until_signal
 
 NAME = "run"
 HELP = "Build a model with CPU defaults (default: the embedded all-MiniLM-L6-v2) and serve it with Triton."
+DEFAULT_NAME = "all-minilm-l6-v2"
 
 
 def default_model() -> str:
@@ -36,12 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from kubeformer_builder.config import parse_build_config
     from kubeformer_builder.pipeline import build  # torch and friends: only when building
 
+    progress.configure()
     config = parse_build_config(
         source=args.model or default_model(),
         task=args.task,
         backend="onnxruntime",
         precision=args.precision,
-        name=args.name,
+        name=args.name or (None if args.model else DEFAULT_NAME),
         s3_endpoint=args.s3_endpoint,
     )
     result = build(config, args.output)
