@@ -20,7 +20,8 @@ from kubeformer_builder.serving import serve as serve_module
 from kubeformer_builder.serving.client import Predictor
 from kubeformer_builder.serving.fetch import fetch_artifact_to
 from kubeformer_builder.serving.serve import ServeConfig
-from tests.fixtures.tiny_models import INPUT_NAMES, LABELS, tokenizer_dir
+from tests.fixtures.models import LABELS
+from tests.fixtures.models import minilm_dir as tokenizer_dir
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,8 @@ def direct(engine, texts: list[str]) -> list[dict[str, np.ndarray]]:
     results = []
     for text in texts:
         encoded = tokenizer(text, return_tensors="np", truncation=True, max_length=64)
-        outputs = session.run(names, {n: encoded[n].astype(np.int64) for n in INPUT_NAMES})
+        wanted = {i.name for i in session.get_inputs()}
+        outputs = session.run(names, {n: encoded[n].astype(np.int64) for n in wanted})
         results.append(dict(zip(names, outputs, strict=True)))
     return results
 

@@ -11,7 +11,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from kubeformer_builder.triton.repository import TOKENIZER_MODEL_SOURCE
-from tests.fixtures.tiny_models import tokenizer_dir
+from tests.fixtures.models import minilm_dir as tokenizer_dir
 
 BUCKETS = [16, 32, 64]
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
