@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import Any
 
+from kubeformer_builder.config import BuildConfig
+
 
 def canonical_inputs(
     *,
@@ -47,6 +49,36 @@ def canonical_inputs(
         inputs["gpu_arch"] = gpu_arch
         inputs["tensorrt_version"] = tensorrt_version
     return inputs
+
+
+def engine_inputs(
+    config: BuildConfig,
+    name: str,
+    builder_version: str,
+    gpu_arch: str | None = None,
+    tensorrt_version: str | None = None,
+) -> dict[str, Any]:
+    """The canonical inputs of a typed build configuration: what the builder and the operator hash."""
+    c = config.calibration
+    return canonical_inputs(
+        name=name,
+        source=config.source,
+        revision=config.revision,
+        tokenizer=config.tokenizer,
+        task=config.task.value,
+        backend=config.backend.value,
+        precision=config.precision.value,
+        shapes={"batch": config.shapes.batch.to_dict(), "sequence": config.shapes.sequence.to_dict()},
+        calibration={"source": c.source, "column": c.column, "samples": c.samples, "method": c.method.value},
+        gate={
+            "metric": config.gate.metric.value if config.gate.metric else None,
+            "maxDrop": config.gate.max_drop,
+        },
+        truncation=config.truncation.value,
+        builder_version=builder_version,
+        gpu_arch=gpu_arch,
+        tensorrt_version=tensorrt_version,
+    )
 
 
 def cache_key(inputs: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from kubeformer_builder.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+REPOSITORY_DIR = "model_repository"  # the Triton model repository inside an artifact
 _CHUNK = 1 << 20
 
 

@@ -41,26 +41,7 @@ def model_name(config: BuildConfig) -> str:
 
 def build_inputs(config: BuildConfig, name: str) -> dict[str, Any]:
     gpu_arch, trt_version = tensorrt_target() if config.backend is Backend.TENSORRT else (None, None)
-    c = config.calibration
-    return cachekey.canonical_inputs(
-        name=name,
-        source=config.source,
-        revision=config.revision,
-        tokenizer=config.tokenizer,
-        task=config.task.value,
-        backend=config.backend.value,
-        precision=config.precision.value,
-        shapes={"batch": config.shapes.batch.to_dict(), "sequence": config.shapes.sequence.to_dict()},
-        calibration={"source": c.source, "column": c.column, "samples": c.samples, "method": c.method.value},
-        gate={
-            "metric": config.gate.metric.value if config.gate.metric else None,
-            "maxDrop": config.gate.max_drop,
-        },
-        truncation=config.truncation.value,
-        builder_version=__version__,
-        gpu_arch=gpu_arch,
-        tensorrt_version=trt_version,
-    )
+    return cachekey.engine_inputs(config, name, __version__, gpu_arch, trt_version)
 
 
 def build(config: BuildConfig, output: str) -> BuildResult:

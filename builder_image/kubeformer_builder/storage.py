@@ -39,8 +39,22 @@ def parse_s3_uri(uri: str) -> S3Location:
     return S3Location(bucket, key.strip("/"))
 
 
-def make_client(endpoint: str | None, region: str | None = None):
-    """A boto3 client with bounded retries and short timeouts: an outage fails in seconds, not hours."""
+@dataclass(frozen=True)
+class Credentials:
+    """Explicit keys, for a caller that read them from a Secret (the operator); repr never shows them."""
+
+    access_key: str
+    secret_key: str
+
+    def __repr__(self) -> str:
+        return "Credentials(***)"
+
+
+def make_client(endpoint: str | None, region: str | None = None, credentials: Credentials | None = None):
+    """A boto3 client with bounded retries and short timeouts: an outage fails in seconds, not hours.
+
+    Without `credentials`, boto3 finds them itself (AWS_* environment variables in a Job).
+    """
     import boto3
     from botocore.config import Config
 
@@ -55,6 +69,8 @@ def make_client(endpoint: str | None, region: str | None = None):
         endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
         region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
         config=config,
+        aws_access_key_id=credentials.access_key if credentials else None,
+        aws_secret_access_key=credentials.secret_key if credentials else None,
     )
 
 
@@ -88,11 +104,11 @@ def _guard(action, uri: str, endpoint: str | None):
         raise describe_failure(exc, uri, endpoint) from exc
 
 
-def read_object(uri: str, endpoint: str | None) -> bytes | None:
+def read_object(uri: str, endpoint: str | None, credentials: Credentials | None = None) -> bytes | None:
     """The object's bytes, or None when it does not exist (other failures raise)."""
     from botocore.exceptions import ClientError
 
-    location, client = parse_s3_uri(uri), make_client(endpoint)
+    location, client = parse_s3_uri(uri), make_client(endpoint, credentials=credentials)
     try:
         return client.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
     except ClientError as exc:
@@ -139,9 +155,9 @@ def upload_dir(src: Path, uri: str, endpoint: str | None) -> None:
     _guard(push, uri, endpoint)
 
 
-def delete_prefix(uri: str, endpoint: str | None) -> None:
-    """Remove a partial upload, manifest first, so a half-deleted artifact never looks complete."""
-    location, client = parse_s3_uri(uri), make_client(endpoint)
+def delete_prefix(uri: str, endpoint: str | None, credentials: Credentials | None = None) -> None:
+    """Remove everything under a prefix, manifest first, so a half-deleted artifact never looks complete."""
+    location, client = parse_s3_uri(uri), make_client(endpoint, credentials=credentials)
     prefix = f"{location.key}/" if location.key else ""
 
     def remove() -> None:

@@ -29,6 +29,11 @@ def add_serving_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--s3-endpoint", help="S3 endpoint URL for s3:// artifacts (credentials: AWS_* env)")
+    add_override_args(parser)
+
+
+def add_override_args(parser: argparse.ArgumentParser) -> None:
+    """The serving overrides, shared with `kubeformer fetch` (the cluster applies them there)."""
     group = parser.add_argument_group("serving overrides (applied to a verified copy, no rebuild)")
     group.add_argument(
         "--instance-kind",
@@ -44,6 +49,16 @@ def add_serving_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: default)")
 
 
+def overrides_from_args(args: argparse.Namespace) -> Overrides:
+    return Overrides(
+        instance_kind=InstanceKind(args.instance_kind),
+        instance_count=args.instances,
+        max_queue_delay_us=args.max_queue_delay_us,
+        preferred_batch_sizes=args.preferred_batch_sizes,
+        intra_op_threads=args.intra_op_threads,
+    )
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "sources", nargs="+", metavar="DIR|s3://...", help="artifact(s) written by kubeformer build"
@@ -55,13 +70,7 @@ def serve_config(args: argparse.Namespace, sources: tuple[str, ...]) -> ServeCon
     return ServeConfig(
         sources=sources,
         endpoints=Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port),
-        overrides=Overrides(
-            instance_kind=InstanceKind(args.instance_kind),
-            instance_count=args.instances,
-            max_queue_delay_us=args.max_queue_delay_us,
-            preferred_batch_sizes=args.preferred_batch_sizes,
-            intra_op_threads=args.intra_op_threads,
-        ),
+        overrides=overrides_from_args(args),
         s3_endpoint=args.s3_endpoint,
     )
 

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeformer_builder.errors import ArtifactError
-from kubeformer_builder.manifest import verify_artifact
+from kubeformer_builder.manifest import REPOSITORY_DIR, verify_artifact
 from kubeformer_builder.serving.fetch import fetch_artifact_to
 from kubeformer_builder.serving.overrides import Overrides, apply_overrides, has_gpu
 from kubeformer_builder.serving.tritonserver import Endpoints, TritonServer
-
-REPOSITORY_DIR = "model_repository"
 
 
 @dataclass(frozen=True)
