@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.builds",
     "tests.fixtures.cluster",
     "tests.fixtures.triton",
+    "tests.fixtures.operator",
 ]

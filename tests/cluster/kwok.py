@@ -62,14 +62,9 @@ def fake_node(name: str) -> dict[str, Any]:
     }
 
 
-def pod_fails_stage(
-    name: str, labels: dict[str, str], exit_code: int = 1, message: str = ""
-) -> dict[str, Any]:
-    """Running pods with `labels` terminate: every container exits with `exit_code` and `message`.
-
-    The message lands in `state.terminated.message`, where a real kubelet puts /dev/termination-log.
-    """
-    status = f"""
+def _terminated_template(exit_code: int, reason: str, message: str, phase: str) -> str:
+    """Every container terminated with `exit_code`; `message` where a kubelet puts /dev/termination-log."""
+    return f"""
 {{{{ $now := Now }}}}
 containerStatuses:
 {{{{ range .spec.containers }}}}
@@ -81,14 +76,41 @@ containerStatuses:
   state:
     terminated:
       exitCode: {int(exit_code)}
-      reason: Error
+      reason: {reason}
       message: {json.dumps(message)}
       startedAt: {{{{ $now | Quote }}}}
       finishedAt: {{{{ $now | Quote }}}}
 {{{{ end }}}}
-phase: Failed
+phase: {phase}
 """
+
+
+def pod_fails_stage(
+    name: str, labels: dict[str, str], exit_code: int = 1, message: str = ""
+) -> dict[str, Any]:
+    """Running pods with `labels` terminate: every container exits with `exit_code` and `message`."""
+    status = _terminated_template(exit_code, "Error", message, "Failed")
     return _pod_stage(name, labels, phase="Running", status_template=status)
+
+
+def pod_succeeds_stage(name: str, labels: dict[str, str], message: str = "") -> dict[str, Any]:
+    """Running pods with `labels` complete: every container exits 0 with `message`."""
+    status = _terminated_template(0, "Completed", message, "Succeeded")
+    return _pod_stage(name, labels, phase="Running", status_template=status)
+
+
+def pod_held_stage(name: str, labels: dict[str, str], unless_label: str) -> dict[str, Any]:
+    """Running pods with `labels` stay running (for an hour) until a test gives them `unless_label`.
+
+    Job pods otherwise complete at once (kwok's default); a held pod waits while the test does the
+    pod's work itself, then labels it and applies the stage that decides its end.
+    """
+    stage = _pod_stage(name, labels, phase="Running", status_template="phase: Running\n")
+    stage["spec"]["selector"]["matchExpressions"].append(
+        {"key": f".metadata.labels[{json.dumps(unless_label)}]", "operator": "DoesNotExist"}
+    )
+    stage["spec"]["delay"] = {"durationMilliseconds": 3_600_000}
+    return stage
 
 
 def pod_never_ready_stage(name: str, labels: dict[str, str]) -> dict[str, Any]:

@@ -1,0 +1,424 @@
+"""Pure renderers: (spec, names, settings) in, Kubernetes object dicts out. No I/O, no clock, no env.
+
+Every pod passes the `restricted` Pod Security level: non-root, no privilege escalation, all
+capabilities dropped, the runtime's seccomp profile, a read-only root filesystem with emptyDirs
+where a process must write. Credentials reach containers only as secretKeyRef environment, never
+as arguments or in rendered text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubeformer_builder.config import BuildConfig
+from kubeformer_operator import names
+from kubeformer_operator.config import Settings
+from kubeformer_operator.spec import Autoscaling, Placement, TransformerSpec
+
+Obj = dict[str, Any]
+
+GPU_RESOURCE = "nvidia.com/gpu"
+NON_ROOT_UID = 65532
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+MODELS_DIR = "/models"
+ARTIFACT_DIR = f"{MODELS_DIR}/artifact"
+# Builder exit codes that no retry can fix (kubeformer_builder.errors): a bad spec, an unsupported
+# model, a failed accuracy gate, an invalid artifact, a missing backend. The Job fails at once.
+PERMANENT_EXIT_CODES = (2, 4, 6, 7, 8)
+DEFAULT_TRITON_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+DEFAULT_BUILD_REQUESTS = {"cpu": "2", "memory": "8Gi"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who the children belong to and where the artifact lives."""
+
+    name: str
+    namespace: str
+    key: str
+    artifact_uri: str
+
+
+def builder_args(config: BuildConfig, output: str) -> list[str]:
+    """`kubeformer build` arguments that parse back into exactly `config` (tested round-trip)."""
+    args = [
+        "build",
+        config.source,
+        f"--task={config.task.value}",
+        f"--backend={config.backend.value}",
+        f"--precision={config.precision.value}",
+        f"--revision={config.revision}",
+        f"--batch={config.shapes.batch.min},{config.shapes.batch.opt},{config.shapes.batch.max}",
+        f"--sequence={config.shapes.sequence.min},{config.shapes.sequence.opt},{config.shapes.sequence.max}",
+        f"--calibration-column={config.calibration.column}",
+        f"--calibration-samples={config.calibration.samples}",
+        f"--calibration-method={config.calibration.method.value}",
+        f"--max-drop={config.gate.max_drop!r}",
+        f"--truncation={config.truncation.value}",
+        f"--output={output}",
+    ]
+    optional = {
+        "--name": config.name,
+        "--tokenizer": config.tokenizer,
+        "--calibration": config.calibration.source,
+        "--gate-metric": config.gate.metric.value if config.gate.metric else None,
+        "--s3-endpoint": config.storage.endpoint,
+    }
+    args += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
+    return args
+
+
+def restricted_container_security() -> Obj:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_pod_security() -> Obj:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "fsGroup": NON_ROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def secret_env(variable: str, secret: str, key: str, optional: bool = False) -> Obj:
+    ref: Obj = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": variable, "valueFrom": {"secretKeyRef": ref}}
+
+
+def storage_env(spec: TransformerSpec) -> list[Obj]:
+    if not spec.storage.secret_ref:
+        return []  # the node's or the service account's own identity (IRSA, workload identity)
+    secret = spec.storage.secret_ref
+    env = [
+        secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"),
+        secret_env("AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY"),
+    ]
+    if spec.storage.region:
+        env.append({"name": "AWS_REGION", "value": spec.storage.region})
+    return env
+
+
+def resources(placement: Placement, defaults: dict[str, str], gpu: bool) -> Obj:
+    """The spec's resources, default requests when it gives none, one GPU when the backend needs it."""
+    requests = dict(placement.resources.get("requests") or defaults)
+    limits = dict(placement.resources.get("limits") or {})
+    if gpu:
+        limits.setdefault(GPU_RESOURCE, 1)
+    rendered: Obj = {"requests": requests}
+    if limits:
+        rendered["limits"] = limits
+    return rendered
+
+
+def _scheduling(placement: Placement) -> Obj:
+    rendered: Obj = {}
+    if placement.node_selector:
+        rendered["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        rendered["tolerations"] = [dict(t) for t in placement.tolerations]
+    return rendered
+
+
+def _serving_object(api_version: str, kind: str, target: Target, spec: Obj) -> Obj:
+    """A serving child named like its parent, labelled to select the Triton pods."""
+    metadata = _metadata(target, target.name, "triton")
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec}
+
+
+def _metadata(target: Target, name: str, component: str) -> Obj:
+    return {
+        "name": name,
+        "namespace": target.namespace,
+        "labels": names.labels(target.name, component),
+        "annotations": {names.CACHE_KEY: target.key},
+    }
+
+
+def render_build_job(spec: TransformerSpec, target: Target, settings: Settings) -> Obj:
+    """The build Job: `kubeformer build` writing the artifact, its JSON result as termination message."""
+    env = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": "/tmp/huggingface"},
+        *storage_env(spec),
+    ]
+    if spec.credentials_secret:
+        env.append(secret_env("HF_TOKEN", spec.credentials_secret, "HF_TOKEN", optional=True))
+    container = {
+        "name": "builder",
+        "image": spec.build.image or settings.builder_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": builder_args(spec.engine, target.artifact_uri),
+        "env": env,
+        "resources": resources(spec.build.placement, DEFAULT_BUILD_REQUESTS, spec.needs_gpu),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
+    }
+    metadata = _metadata(target, names.build_job_name(target.name, target.key), "build")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": spec.build.backoff_limit,
+            "activeDeadlineSeconds": spec.build.active_deadline_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "builder",
+                            "operator": "In",
+                            "values": list(PERMANENT_EXIT_CODES),
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": metadata["labels"], "annotations": metadata["annotations"]},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": restricted_pod_security(),
+                    "containers": [container],
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                    **_scheduling(spec.build.placement),
+                },
+            },
+        },
+    }
+
+
+def uses_gpu(spec: TransformerSpec) -> bool:
+    """TensorRT engines need a GPU; an ONNX Runtime engine runs on one when the serving pods ask for it."""
+    requested = {
+        **spec.serving.placement.resources.get("requests", {}),
+        **spec.serving.placement.resources.get("limits", {}),
+    }
+    return spec.needs_gpu or GPU_RESOURCE in requested
+
+
+def fetch_args(spec: TransformerSpec, target: Target) -> list[str]:
+    """The init container: fetch, verify every sha256, apply the serving fields (no rebuild needed)."""
+    serving = spec.serving
+    args = [
+        "fetch",
+        target.artifact_uri,
+        ARTIFACT_DIR,
+        f"--instance-kind={'gpu' if uses_gpu(spec) else 'cpu'}",
+        f"--instances={serving.instances}",
+        f"--max-queue-delay-us={serving.max_queue_delay_us}",
+    ]
+    if serving.preferred_batch_sizes:
+        args.append(f"--preferred-batch-sizes={','.join(map(str, serving.preferred_batch_sizes))}")
+    if spec.storage.endpoint:
+        args.append(f"--s3-endpoint={spec.storage.endpoint}")
+    return args
+
+
+def _probe(path: str, period: int, failures: int) -> Obj:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 3,
+    }
+
+
+def render_deployment(spec: TransformerSpec, target: Target, settings: Settings) -> Obj:
+    """Triton serving the fetched repository; replicas left to the autoscaler when there is one."""
+    volumes = [
+        {"name": "models", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        # The python backend (tokenizer) exchanges tensors through shared memory.
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
+    fetch = {
+        "name": "fetch",
+        "image": settings.fetch_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": fetch_args(spec, target),
+        "env": [{"name": "HOME", "value": "/tmp"}, *storage_env(spec)],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    triton = {
+        "name": "triton",
+        "image": spec.serving.image or settings.triton_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": [
+            "tritonserver",
+            f"--model-repository={ARTIFACT_DIR}/model_repository",
+            f"--http-port={HTTP_PORT}",
+            f"--grpc-port={GRPC_PORT}",
+            f"--metrics-port={METRICS_PORT}",
+            "--allow-metrics=true",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "startupProbe": _probe("/v2/health/live", period=5, failures=120),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=2),
+        "resources": resources(spec.serving.placement, DEFAULT_TRITON_REQUESTS, uses_gpu(spec)),
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "shm", "mountPath": "/dev/shm"},
+        ],
+    }
+    metadata = _metadata(target, target.name, "triton")
+    deployment_spec: Obj = {
+        "selector": {"matchLabels": names.selector(target.name)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            # The cache key in the pod template rolls the pods when the engine changes.
+            "metadata": {"labels": metadata["labels"], "annotations": metadata["annotations"]},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": restricted_pod_security(),
+                "initContainers": [fetch],
+                "containers": [triton],
+                "volumes": volumes,
+                **_scheduling(spec.serving.placement),
+            },
+        },
+    }
+    if spec.serving.autoscaling is None:
+        deployment_spec["replicas"] = spec.serving.replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": deployment_spec}
+
+
+def render_service(target: Target) -> Obj:
+    return _serving_object(
+        "v1",
+        "Service",
+        target,
+        {
+            "type": "ClusterIP",
+            "selector": names.selector(target.name),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    )
+
+
+def render_hpa(scaling: Autoscaling, target: Target) -> Obj:
+    """CPU-based autoscaling: works on every cluster, needs the requests the Deployment sets."""
+    return _serving_object(
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        target,
+        {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_percent},
+                    },
+                }
+            ],
+        },
+    )
+
+
+def queue_time_query(namespace: str, name: str) -> str:
+    """Average time a request waits in Triton's queue (µs) over the last minute, across the pods."""
+    pods = f'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
+    return (
+        f"sum(rate(nv_inference_queue_duration_us{{{pods}}}[1m])) / "
+        f"clamp_min(sum(rate(nv_inference_request_success{{{pods}}}[1m])), 1e-9)"
+    )
+
+
+def render_scaled_object(
+    scaling: Autoscaling, queue_target_us: int, target: Target, prometheus_url: str
+) -> Obj:
+    """KEDA scaling on Triton's queue time: grows before latency does, unlike CPU."""
+    return _serving_object(
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+        target,
+        {
+            "scaleTargetRef": {"name": target.name},
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": queue_time_query(target.namespace, target.name),
+                        "threshold": str(queue_target_us),
+                    },
+                }
+            ],
+        },
+    )
+
+
+def render_service_monitor(target: Target) -> Obj:
+    return _serving_object(
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        target,
+        {
+            "selector": {"matchLabels": names.selector(target.name)},
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+        },
+    )
+
+
+def owner_reference(owner: Obj) -> Obj:
+    """Makes the custom resource the controller of a child: deleting it garbage-collects the child."""
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def owned_by(child: Obj, owner: Obj) -> Obj:
+    child["metadata"]["ownerReferences"] = [owner_reference(owner)]
+    return child

@@ -1,0 +1,175 @@
+"""The OptimizedTransformer spec as frozen dataclasses, parsed once where kopf hands it over.
+
+The CRD schema already refuses malformed objects and fills in defaults; parsing here repeats the
+defaults (objects stored before a default existed) and turns the engine-changing part into the
+builder's own `BuildConfig`, so the operator and the builder validate with the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubeformer_builder.config import Backend, BuildConfig, parse_build_config
+from kubeformer_builder.errors import ConfigError
+
+Raw = Mapping[str, Any]
+
+
+class SpecError(ValueError):
+    """A spec the builder would refuse; the message names every bad field."""
+
+
+@dataclass(frozen=True)
+class Storage:
+    uri: str
+    endpoint: str | None = None
+    region: str | None = None
+    secret_ref: str | None = None
+    delete_on_removal: bool = False
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    min_replicas: int = 1
+    max_replicas: int = 4
+    target_cpu_percent: int = 80
+    target_queue_us: int | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and with what a pod runs: resources, nodeSelector and tolerations, as Kubernetes dicts."""
+
+    resources: dict[str, Any] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Serving:
+    replicas: int = 1
+    image: str | None = None
+    instances: int = 1
+    autoscaling: Autoscaling | None = None
+    max_queue_delay_us: int = 1000
+    preferred_batch_sizes: tuple[int, ...] = ()
+    placement: Placement = field(default_factory=Placement)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    image: str | None = None
+    backoff_limit: int = 1
+    active_deadline_seconds: int = 7200
+    placement: Placement = field(default_factory=Placement)
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """Everything an OptimizedTransformer asks for; `engine` is exactly what the builder gets."""
+
+    engine: BuildConfig
+    credentials_secret: str | None
+    storage: Storage
+    serving: Serving
+    build: BuildSettings
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.engine.backend is Backend.TENSORRT
+
+
+def _triple(raw: Raw, defaults: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (raw.get("min", defaults[0]), raw.get("opt", defaults[1]), raw.get("max", defaults[2]))
+
+
+def _placement(raw: Raw) -> Placement:
+    return Placement(
+        resources=dict(raw.get("resources") or {}),
+        node_selector=dict(raw.get("nodeSelector") or {}),
+        tolerations=tuple(dict(t) for t in raw.get("tolerations") or ()),
+    )
+
+
+def parse_spec(raw: Raw, name: str) -> TransformerSpec:
+    """Raw `spec` of the object named `name` into a TransformerSpec, or SpecError listing every problem."""
+    model, optimization = raw.get("model") or {}, raw.get("optimization") or {}
+    shapes, calibration = optimization.get("shapes") or {}, optimization.get("calibration") or {}
+    gate, storage = optimization.get("accuracyGate") or {}, raw.get("storage") or {}
+    texts = calibration.get("texts")
+    problems = [] if storage.get("uri") else ["spec.storage.uri: required"]
+    try:
+        engine = parse_build_config(
+            source=model.get("source", ""),
+            task=model.get("task", ""),
+            backend=optimization.get("backend", "onnxruntime"),
+            precision=optimization.get("precision", "auto"),
+            revision=model.get("revision", "main"),
+            tokenizer=model.get("tokenizer"),
+            name=name.replace(".", "-"),
+            batch=_triple(shapes.get("batch") or {}, (1, 8, 32)),
+            sequence=_triple(shapes.get("sequence") or {}, (1, 128, 256)),
+            # Inline texts travel as the JSON list the builder's --calibration accepts.
+            calibration_source=calibration.get("source") or (json.dumps(list(texts)) if texts else None),
+            calibration_column=calibration.get("column", "text"),
+            calibration_samples=calibration.get("samples", 256),
+            calibration_method=calibration.get("method", "percentile"),
+            gate_metric=gate.get("metric"),
+            max_drop=float(gate.get("maxDrop", 0.01)),
+            truncation=optimization.get("truncation", "truncate"),
+            s3_endpoint=storage.get("endpoint"),
+            s3_region=storage.get("region"),
+        )
+    except ConfigError as error:
+        problems += [f"spec.{problem}" for problem in str(error).split("; ")]
+    if problems:
+        raise SpecError("; ".join(problems))
+    return TransformerSpec(
+        engine=engine,
+        credentials_secret=model.get("credentialsSecret"),
+        storage=_parse_storage(storage),
+        serving=_parse_serving(raw.get("serving") or {}),
+        build=_parse_build(raw.get("build") or {}),
+    )
+
+
+def _parse_storage(raw: Raw) -> Storage:
+    return Storage(
+        uri=raw["uri"].rstrip("/"),
+        endpoint=raw.get("endpoint"),
+        region=raw.get("region"),
+        secret_ref=raw.get("secretRef"),
+        delete_on_removal=bool(raw.get("deleteOnRemoval", False)),
+    )
+
+
+def _parse_serving(raw: Raw) -> Serving:
+    scaling, batching = raw.get("autoscaling"), raw.get("dynamicBatching") or {}
+    return Serving(
+        replicas=raw.get("replicas", 1),
+        image=raw.get("image"),
+        instances=raw.get("instancesPerReplica", 1),
+        autoscaling=None
+        if scaling is None
+        else Autoscaling(
+            min_replicas=scaling.get("minReplicas", 1),
+            max_replicas=scaling.get("maxReplicas", 4),
+            target_cpu_percent=scaling.get("targetCPUUtilizationPercentage", 80),
+            target_queue_us=scaling.get("targetQueueMicroseconds"),
+        ),
+        max_queue_delay_us=batching.get("maxQueueDelayMicroseconds", 1000),
+        preferred_batch_sizes=tuple(batching.get("preferredBatchSizes") or ()),
+        placement=_placement(raw),
+    )
+
+
+def _parse_build(raw: Raw) -> BuildSettings:
+    return BuildSettings(
+        image=raw.get("image"),
+        backoff_limit=raw.get("backoffLimit", 1),
+        active_deadline_seconds=raw.get("activeDeadlineSeconds", 7200),
+        placement=_placement(raw),
+    )

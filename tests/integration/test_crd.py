@@ -1,0 +1,123 @@
+"""The CRD on a real API server: examples accepted, defaults filled in, bad specs refused by field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from kubeformer_operator import names
+from tests.fixtures.specs import set_paths
+
+pytestmark = pytest.mark.integration
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+MINIMAL = {
+    "model": {"source": "hf://org/model", "task": "text-classification"},
+    "storage": {"uri": "s3://models/prefix"},
+}
+
+
+def submit(control_plane, namespace: str, spec: dict, name: str = "probe") -> dict:
+    """Create with server-side dry run and strict field validation: what `kubectl apply` would get."""
+    with control_plane.api_client() as api:
+        return client.CustomObjectsApi(api).create_namespaced_custom_object(
+            names.GROUP,
+            names.VERSION,
+            namespace,
+            names.PLURAL,
+            {
+                "apiVersion": f"{names.GROUP}/{names.VERSION}",
+                "kind": names.KIND,
+                "metadata": {"name": name},
+                "spec": spec,
+            },
+            dry_run="All",
+            field_validation="Strict",
+        )
+
+
+def with_changes(**changes) -> dict:
+    return set_paths(copy.deepcopy(MINIMAL), **changes)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_are_accepted(control_plane, transformer_crd, namespace, example):
+    manifest = yaml.safe_load(example.read_text())
+    created = submit(control_plane, namespace, manifest["spec"], manifest["metadata"]["name"])
+    assert created["spec"]["model"]["task"] == manifest["spec"]["model"]["task"]
+
+
+def test_defaults_are_filled_in_by_the_api_server(control_plane, transformer_crd, namespace):
+    spec = submit(control_plane, namespace, MINIMAL)["spec"]
+    assert spec["model"]["revision"] == "main"
+    assert spec["optimization"]["backend"] == "onnxruntime" and spec["optimization"]["precision"] == "auto"
+    assert spec["optimization"]["shapes"] == {
+        "batch": {"min": 1, "opt": 8, "max": 32},
+        "sequence": {"min": 1, "opt": 128, "max": 256},
+    }
+    assert spec["optimization"]["accuracyGate"]["maxDrop"] == 0.01
+    assert spec["storage"]["deleteOnRemoval"] is False
+    assert spec["serving"]["replicas"] == 1 and spec["build"]["backoffLimit"] == 1
+
+
+BAD_SPECS = {
+    "missing model": ({"storage": {"uri": "s3://models/x"}}, "spec.model: Required value"),
+    "unknown task": (with_changes(model__task="translation"), "spec.model.task: Unsupported value"),
+    "bad source scheme": (with_changes(model__source="http://example.com/m"), "spec.model.source"),
+    "batch out of order": (
+        with_changes(optimization__shapes={"batch": {"min": 8, "opt": 4, "max": 32}}),
+        "optimization.shapes.batch: need min <= opt <= max",
+    ),
+    "sequence over limit": (
+        with_changes(optimization__shapes={"sequence": {"max": 100000}}),
+        "spec.optimization.shapes.sequence.max",
+    ),
+    "negative replicas": (with_changes(serving__replicas=-1), "spec.serving.replicas"),
+    "fp16 on onnxruntime": (with_changes(optimization__precision="fp16"), "fp16 needs backend tensorrt"),
+    "maxDrop over 1": (
+        with_changes(optimization__accuracyGate={"maxDrop": 2}),
+        "spec.optimization.accuracyGate.maxDrop",
+    ),
+    "unknown field": (with_changes(model__weights="big"), 'unknown field "spec.model.weights"'),
+    "storage not s3": (with_changes(storage__uri="gs://bucket/x"), "spec.storage.uri"),
+    "autoscaling min over max": (
+        with_changes(serving__autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+        "need minReplicas <= maxReplicas",
+    ),
+    "calibration source and texts": (
+        with_changes(optimization__calibration={"source": "s3://b/t.txt", "texts": ["a"] * 8}),
+        "either source or texts",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPECS, ids=list(BAD_SPECS))
+def test_bad_specs_are_refused_naming_the_field(control_plane, transformer_crd, namespace, case):
+    spec, expected = BAD_SPECS[case]
+    with pytest.raises(client.ApiException) as refused:
+        submit(control_plane, namespace, spec)
+    assert refused.value.status in (400, 422)
+    assert expected in json.loads(refused.value.body)["message"]
+
+
+def test_name_too_long_for_its_children_is_refused(control_plane, transformer_crd, namespace):
+    with pytest.raises(client.ApiException) as refused:
+        submit(control_plane, namespace, MINIMAL, name="a" * 47)
+    assert "metadata.name: must be at most 46 characters" in json.loads(refused.value.body)["message"]
+
+
+def test_kubectl_lists_the_printer_columns(control_plane, transformer_crd, namespace):
+    manifest = {
+        "apiVersion": f"{names.GROUP}/{names.VERSION}",
+        "kind": names.KIND,
+        "metadata": {"name": "listed", "namespace": namespace},
+        "spec": MINIMAL,
+    }
+    control_plane.apply(manifest)
+    header, row = control_plane.kubectl("get", "ot", "-n", namespace).stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "MODEL", "BACKEND", "PRECISION", "PHASE", "P95", "AGE"]
+    assert row.split()[:3] == ["listed", "hf://org/model", "onnxruntime"]
