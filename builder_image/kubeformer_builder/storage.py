@@ -7,6 +7,7 @@ manifest last: an artifact is visible only once complete.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -45,6 +46,7 @@ class Credentials:
 
     access_key: str
     secret_key: str
+    session_token: str | None = None
 
     def __repr__(self) -> str:
         return "Credentials(***)"
@@ -53,7 +55,23 @@ class Credentials:
 def make_client(endpoint: str | None, region: str | None = None, credentials: Credentials | None = None):
     """A boto3 client with bounded retries and short timeouts: an outage fails in seconds, not hours.
 
-    Without `credentials`, boto3 finds them itself (AWS_* environment variables in a Job).
+    Without `credentials`, the AWS_* environment variables are used (a Job gets them from a Secret)
+    or, without those, boto3's own chain (instance or workload identity).
+    """
+    key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if credentials is None and key_id and secret:
+        credentials = Credentials(key_id, secret, os.environ.get("AWS_SESSION_TOKEN"))
+    return _cached_client(
+        endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
+        region or os.environ.get("AWS_REGION") or "us-east-1",
+        credentials,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_client(endpoint: str | None, region: str, credentials: Credentials | None):
+    """One client per endpoint, region and identity: clients are thread-safe and costly to make
+    (tens of MB, tens of ms), and the operator looks up artifacts for many objects from many threads.
     """
     import boto3
     from botocore.config import Config
@@ -66,11 +84,12 @@ def make_client(endpoint: str | None, region: str | None = None, credentials: Cr
     )
     return boto3.client(
         "s3",
-        endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
-        region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
+        endpoint_url=endpoint,
+        region_name=region,
         config=config,
         aws_access_key_id=credentials.access_key if credentials else None,
         aws_secret_access_key=credentials.secret_key if credentials else None,
+        aws_session_token=credentials.session_token if credentials else None,
     )
 
 

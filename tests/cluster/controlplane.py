@@ -37,11 +37,18 @@ START_TIMEOUT_SECONDS = 120.0  # generous: two shared cores; a warm start takes 
 class ControlPlane:
     """A control plane in `state_dir`; `kubeconfig` (admin, system:masters) is written once all is up."""
 
-    def __init__(self, state_dir: Path, binaries: Binaries, detached: bool = False) -> None:
-        """`detached`: components outlive this process (for `make cluster`); otherwise they die with it."""
+    def __init__(
+        self, state_dir: Path, binaries: Binaries, detached: bool = False, audit: bool = False
+    ) -> None:
+        """`detached`: components outlive this process (for `make cluster`); otherwise they die with it.
+
+        `audit`: the API server writes one JSON line per request (user, user agent, verb, resource) to
+        `audit_log`, for benchmarks that count a client's requests.
+        """
         self.state_dir = state_dir
         self.binaries = binaries
         self.detached = detached
+        self.audit_log = state_dir / "audit.log" if audit else None
         self.kubeconfig = state_dir / "kubeconfig"
         self._admin_kubeconfig = state_dir / "kubeconfigs" / f"{pki.ADMIN.file_stem}.yaml"
         self.logs = state_dir / "logs"
@@ -172,6 +179,21 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--v=1",
+            *self._audit_args(),
+        ]
+
+    def _audit_args(self) -> list[str]:
+        if self.audit_log is None:
+            return []
+        policy = self.state_dir / "audit-policy.yaml"
+        rule = {"level": "Metadata", "omitStages": ["RequestReceived"]}
+        policy.write_text(
+            yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [rule]})
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
         ]
 
     def _controller_manager_args(self, port: int, kubeconfig: Path, keys: pki.Pki) -> list[str]:

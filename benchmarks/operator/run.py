@@ -1,0 +1,209 @@
+"""Operator benchmark: N OptimizedTransformers with cached artifacts applied at once on the kwok
+control plane; time until all are Ready, API requests per object, operator peak RSS, reconcile p95.
+
+    .venv/bin/python -m benchmarks.operator.run [--objects 200] [--timeout 900]
+
+Everything is real except the kubelet (kwok): kube-apiserver with an audit log (which counts the
+operator's requests by user agent: kubeformer-operator for ours, kopf for kopf's watches and
+annotations), SeaweedFS, and `kubeformer-operator` as its own process. One tiny BERT artifact is
+built by the real builder and copied to each object's location (the operator reads manifests and
+reports; what the engine computes does not matter here). Writes results/<objects>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from kubeformer_builder import storage
+from kubeformer_builder.config import Task
+from kubeformer_builder.pipeline import build
+from kubeformer_operator import names
+from kubeformer_operator.config import Settings
+from kubeformer_operator.keys import engine_key
+from kubeformer_operator.spec import parse_spec
+from tests.cluster.build import ensure_binaries
+from tests.cluster.controlplane import ControlPlane
+from tests.fixtures.models import make_tiny_model
+from tests.fixtures.operator import CRD_FILE, Operator
+from tests.fixtures.s3 import S3Server, running_s3
+
+HERE = Path(__file__).parent
+NAMESPACE = "bench"
+
+
+def commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def spec_for(model: Path, bucket: str, s3: S3Server) -> dict:
+    return {
+        "model": {"source": f"file://{model}", "task": "text-classification"},
+        "optimization": {
+            "precision": "fp32",
+            "shapes": {"batch": {"min": 1, "opt": 2, "max": 4}, "sequence": {"min": 1, "opt": 16, "max": 32}},
+            "calibration": {"samples": 16},
+        },
+        "storage": {"uri": f"s3://{bucket}/artifacts", "endpoint": s3.endpoint, "secretRef": "s3-creds"},
+    }
+
+
+def stage_artifacts(spec: dict, count: int, root: Path, s3: S3Server) -> None:
+    """Build once with the real builder, then upload that artifact to every object's location."""
+    os.environ.update(s3.env())
+    artifact = root / "artifact"
+    build(parse_spec(spec, "ot-0").engine, str(artifact))
+    for index in range(count):
+        name = f"ot-{index}"
+        key = engine_key(parse_spec(spec, name), Settings())
+        storage.upload_dir(
+            artifact, names.artifact_uri(spec["storage"]["uri"], NAMESPACE, name, key), s3.endpoint
+        )
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def histogram_quantile(samples: dict[str, float], metric: str, quantile: float) -> float:
+    buckets = sorted(
+        (float(key.split('le="')[1].split('"')[0]), value)
+        for key, value in samples.items()
+        if key.startswith(f"{metric}_bucket")
+    )
+    total = buckets[-1][1]
+    for bound, cumulative in buckets:
+        if cumulative >= quantile * total:
+            return bound
+    return float("inf")
+
+
+def count_requests(audit_log: Path, since: float) -> Counter:
+    """Requests of the operator (ours and kopf's) after `since`, by client and verb."""
+    counts: Counter = Counter()
+    with audit_log.open() as lines:
+        for line in lines:
+            event = json.loads(line)
+            agent = event.get("userAgent", "")
+            client = (
+                "kubeformer"
+                if agent.startswith("kubeformer-operator")
+                else "kopf"
+                if agent.startswith("kopf")
+                else None
+            )
+            if client and _epoch(event["requestReceivedTimestamp"]) >= since:
+                counts[(client, event["verb"])] += 1
+    return counts
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def run(count: int, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="kubeformer-bench-operator-") as scratch:
+        root = Path(scratch)
+        plane = ControlPlane(root / "control-plane", ensure_binaries(print), audit=True).start()
+        try:
+            with running_s3(root / "s3") as s3:
+                bucket = s3.new_bucket()
+                model = make_tiny_model("bert", Task.TEXT_CLASSIFICATION, root / "model")
+                spec = spec_for(model, bucket, s3)
+                stage_artifacts(spec, count, root, s3)
+                plane.apply(yaml.safe_load(CRD_FILE.read_text()))
+                plane.kubectl(
+                    "wait", "--for=condition=Established", "crd/optimizedtransformers.kubeformer.dev"
+                )
+                plane.create_namespace(NAMESPACE)
+                secret = {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "s3-creds", "namespace": NAMESPACE},
+                    "stringData": s3.env(),
+                }
+                plane.apply(secret)
+                operator = Operator(
+                    plane._admin_kubeconfig, root / "operator.log", {"KUBEFORMER_REQUEUE_SECONDS": "600"}
+                )
+                operator.start()
+                try:
+                    return measure(plane, operator, spec, count, timeout)
+                finally:
+                    operator.stop()
+        finally:
+            plane.stop()
+
+
+def measure(plane: ControlPlane, operator: Operator, spec: dict, count: int, timeout: float) -> dict:
+    objects = [
+        {
+            "apiVersion": f"{names.GROUP}/{names.VERSION}",
+            "kind": names.KIND,
+            "metadata": {"name": f"ot-{i}", "namespace": NAMESPACE},
+            "spec": spec,
+        }
+        for i in range(count)
+    ]
+    began = time.time()
+    plane.apply(*objects)
+    applied = time.time() - began
+    first_ready, ready = None, 0
+    while time.time() - began < timeout:
+        listed = json.loads(plane.kubectl("get", "ot", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+        ready = sum(1 for o in listed if (o.get("status") or {}).get("phase") == "Ready")
+        if ready and first_ready is None:
+            first_ready = time.time() - began
+        if ready == count:
+            break
+        time.sleep(0.5)
+    all_ready = time.time() - began if ready == count else None
+    time.sleep(2)  # let the last status writes land in the audit log
+    samples = operator.metrics()
+    requests = count_requests(plane.audit_log, began)
+    total = sum(requests.values())
+    return {
+        "commit": commit(),
+        "objects": count,
+        "ready": ready,
+        "apply_seconds": round(applied, 2),
+        "first_ready_seconds": round(first_ready, 2) if first_ready else None,
+        "all_ready_seconds": round(all_ready, 2) if all_ready else None,
+        "operator_peak_rss_mb": round(peak_rss_mb(operator.process.pid), 1),
+        "api_requests": {f"{client} {verb}": n for (client, verb), n in sorted(requests.items())},
+        "api_requests_per_object": round(total / count, 2),
+        "reconciles": samples.get("kubeformer_reconcile_duration_seconds_count"),
+        "reconcile_p95_seconds_bucket": histogram_quantile(
+            samples, "kubeformer_reconcile_duration_seconds", 0.95
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    result = run(args.objects, args.timeout)
+    out = HERE / "results" / f"{args.objects}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
