@@ -31,6 +31,7 @@ from kubeformer_operator import names
 from kubeformer_operator.config import Settings
 from kubeformer_operator.keys import engine_key
 from kubeformer_operator.spec import parse_spec
+from tests.cluster import kwok
 from tests.cluster.build import ensure_binaries
 from tests.cluster.controlplane import ControlPlane
 from tests.fixtures.models import make_tiny_model
@@ -56,6 +57,8 @@ def spec_for(model: Path, bucket: str, s3: S3Server) -> dict:
             "calibration": {"samples": 16},
         },
         "storage": {"uri": f"s3://{bucket}/artifacts", "endpoint": s3.endpoint, "secretRef": "s3-creds"},
+        # Small requests, so that the fake nodes' capacity never decides when a pod starts.
+        "serving": {"resources": {"requests": {"cpu": "10m", "memory": "64Mi"}}},
     }
 
 
@@ -130,6 +133,8 @@ def run(count: int, timeout: float) -> dict:
                     "wait", "--for=condition=Established", "crd/optimizedtransformers.kubeformer.dev"
                 )
                 plane.create_namespace(NAMESPACE)
+                # kwok nodes hold 250 pods each; one more node than the serving pods need.
+                plane.apply(*(kwok.fake_node(f"kwok-bench-{i}") for i in range(count // 250 + 1)))
                 secret = {
                     "apiVersion": "v1",
                     "kind": "Secret",

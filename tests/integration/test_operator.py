@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kubeformer_builder.config import Task
 from kubeformer_builder.pipeline import build
@@ -25,9 +26,11 @@ from kubeformer_operator.config import Settings
 from kubeformer_operator.keys import engine_key
 from kubeformer_operator.spec import parse_spec
 from tests.cluster import kwok
+from tests.fixtures.operator import REPO, Operator
 
 pytestmark = pytest.mark.integration
 RELEASE = "kubeformer-test/release"
+PEERING_CRDS = REPO / "crds" / "kopf-peering.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +290,37 @@ def test_deletion_removes_children_and_artifacts_only_when_asked(
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     left = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0)
     assert (left == 0) is delete_on_removal
+
+
+def test_with_peering_only_the_highest_priority_replica_acts(
+    control_plane, operator, transformers, spec_for, s3_server, monkeypatch, tmp_path
+):
+    control_plane.apply(*yaml.safe_load_all(PEERING_CRDS.read_text()))
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev")
+    control_plane.apply(
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubeformer"}}
+    )
+    replicas = [
+        Operator(
+            operator.kubeconfig,
+            tmp_path / f"replica-{priority}.log",
+            {"KUBEFORMER_PEERING": "kubeformer", "KUBEFORMER_PEERING_PRIORITY": str(priority)},
+        )
+        for priority in (10, 5)
+    ]
+    operator.stop()  # the session's standalone operator would act regardless of peers
+    try:
+        for replica in replicas:
+            replica.start()
+        spec = spec_for()
+        prebuild(spec, "peered", transformers.namespace, s3_server, monkeypatch)
+        transformers.create("peered", spec)
+        transformers.wait_phase("peered", "Ready")
+        leader, follower = (
+            r.metrics().get("kubeformer_reconcile_duration_seconds_count", 0) for r in replicas
+        )
+        assert leader > 0 and follower == 0
+    finally:
+        for replica in replicas:
+            replica.stop()
+        operator.start()
