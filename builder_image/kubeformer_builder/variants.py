@@ -135,12 +135,34 @@ class VariantSearch:
         if any(c.passed for c in found):
             return found
         ranking = self.rank_sensitivity()
+        failing = 0
         for count in _exclusion_steps(len(ranking)):
-            found = [self.judge(self._int8(kind, ranking[:count], f"top{count}")) for kind in self.kinds]
+            found = self._keeping(ranking[:count])
             if any(c.passed for c in found):
-                return found
+                return self._fewest_kept(ranking, failing, count, found)
+            failing = count
         ffn = quantize.ffn_output_matmuls(self.fused)
         return [self.judge(self._int8(kind, ffn, "ffn")) for kind in self.kinds] if ffn else []
+
+    def _keeping(self, exclude: Sequence[str]) -> list[Candidate]:
+        return [self.judge(self._int8(kind, exclude, f"top{len(exclude)}")) for kind in self.kinds]
+
+    def _fewest_kept(
+        self, ranking: list[str], failing: int, passing: int, found: list[Candidate]
+    ) -> list[Candidate]:
+        """Bisect between a failing and a passing count of fp32 nodes: each node kept costs speed.
+
+        Assumes the drop shrinks as more of the most sensitive nodes stay fp32, which is what the
+        ranking is for; every count tried is judged and reported either way.
+        """
+        while passing - failing > 1:
+            middle = (failing + passing) // 2
+            trial = self._keeping(ranking[:middle])
+            if any(c.passed for c in trial):
+                passing, found = middle, trial
+            else:
+                failing = middle
+        return found
 
     @property
     def kinds(self) -> tuple[str, ...]:
