@@ -324,3 +324,40 @@ def test_with_peering_only_the_highest_priority_replica_acts(
         for replica in replicas:
             replica.stop()
         operator.start()
+
+
+def test_build_job_deleted_by_hand_is_recreated(transformers, spec_for, kwok_stage):
+    hold_builds(kwok_stage, transformers.namespace)
+    transformers.create("redo", spec_for())
+    first = transformers.wait_job("redo")
+    transformers.batch.delete_namespaced_job(
+        first["metadata"]["name"], transformers.namespace, propagation_policy="Background"
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        jobs = transformers.jobs("redo")
+        if jobs and jobs[0]["metadata"]["uid"] != first["metadata"]["uid"]:
+            break
+        time.sleep(0.3)
+    (again,) = transformers.jobs("redo")
+    assert again["metadata"]["name"] == first["metadata"]["name"]
+    assert again["metadata"]["uid"] != first["metadata"]["uid"]
+    assert transformers.get("redo")["status"]["phase"] == "Building"
+
+
+def test_credentials_never_leave_their_secret(
+    control_plane, transformers, spec_for, s3_server, monkeypatch, operator, kwok_stage
+):
+    """The planted S3 secret key appears nowhere: objects, status, Events, Job args, operator logs."""
+    hold_builds(kwok_stage, transformers.namespace)
+    spec = spec_for()
+    prebuild(spec, "served", transformers.namespace, s3_server, monkeypatch)
+    transformers.create("served", spec)
+    transformers.create("building", spec_for(optimization={"precision": "int8"}))
+    transformers.wait_phase("served", "Ready")
+    transformers.wait_job("building")
+    kinds = "optimizedtransformers,jobs,deployments,replicasets,pods,services,events"
+    dumped = control_plane.kubectl("get", kinds, "-n", transformers.namespace, "-o", "yaml").stdout
+    assert "s3-creds" in dumped  # the references are there...
+    assert s3_server.secret_key not in dumped  # ...the value is not
+    assert s3_server.secret_key not in operator.logs()
