@@ -92,6 +92,82 @@ BAD_SPECS = {
         with_changes(optimization__calibration={"source": "s3://b/t.txt", "texts": ["a"] * 8}),
         "either source or texts",
     ),
+    "missing storage": ({"model": MINIMAL["model"]}, "spec.storage: Required value"),
+    "missing storage uri": (
+        with_changes(storage={"endpoint": "http://s3:9000"}),
+        "spec.storage.uri: Required",
+    ),
+    "missing task": (with_changes(model={"source": "hf://org/model"}), "spec.model.task: Required value"),
+    "empty source": (with_changes(model__source=""), "spec.model.source"),
+    "replicas not a number": (with_changes(serving__replicas="two"), "spec.serving.replicas"),
+    "unknown backend": (with_changes(optimization__backend="openvino"), "spec.optimization.backend"),
+    "unknown precision": (with_changes(optimization__precision="int4"), "spec.optimization.precision"),
+    "unknown calibration method": (
+        with_changes(optimization__calibration={"method": "kl"}),
+        "spec.optimization.calibration.method",
+    ),
+    "unknown gate metric": (
+        with_changes(optimization__accuracyGate={"metric": "bleu"}),
+        "spec.optimization.accuracyGate.metric",
+    ),
+    "unknown truncation": (with_changes(optimization__truncation="wrap"), "spec.optimization.truncation"),
+    "sequence min zero": (
+        with_changes(optimization__shapes={"sequence": {"min": 0}}),
+        "spec.optimization.shapes.sequence.min",
+    ),
+    "batch over limit": (
+        with_changes(optimization__shapes={"batch": {"max": 5000}}),
+        "spec.optimization.shapes.batch.max",
+    ),
+    "too few calibration samples": (
+        with_changes(optimization__calibration={"samples": 4}),
+        "spec.optimization.calibration.samples",
+    ),
+    "too few inline texts": (
+        with_changes(optimization__calibration={"texts": ["only one"]}),
+        "spec.optimization.calibration.texts",
+    ),
+    "empty revision": (with_changes(model__revision=""), "spec.model.revision"),
+    "tokenizer bad scheme": (with_changes(model__tokenizer="ftp://x/y"), "spec.model.tokenizer"),
+    "credentials secret not a name": (
+        with_changes(model__credentialsSecret="My Secret"),
+        "spec.model.credentialsSecret",
+    ),
+    "endpoint not http": (with_changes(storage__endpoint="s3.local:9000"), "spec.storage.endpoint"),
+    "deleteOnRemoval not a boolean": (
+        with_changes(storage__deleteOnRemoval="yes"),
+        "spec.storage.deleteOnRemoval",
+    ),
+    "negative queue delay": (
+        with_changes(serving__dynamicBatching={"maxQueueDelayMicroseconds": -5}),
+        "spec.serving.dynamicBatching.maxQueueDelayMicroseconds",
+    ),
+    "zero preferred batch size": (
+        with_changes(serving__dynamicBatching={"preferredBatchSizes": [0]}),
+        "spec.serving.dynamicBatching.preferredBatchSizes[0]",
+    ),
+    "zero instances": (with_changes(serving__instancesPerReplica=0), "spec.serving.instancesPerReplica"),
+    "bad resource quantity": (
+        with_changes(serving__resources={"requests": {"cpu": "lots"}}),
+        "spec.serving.resources.requests.cpu",
+    ),
+    "bad toleration operator": (
+        with_changes(build__tolerations=[{"key": "gpu", "operator": "Maybe"}]),
+        "spec.build.tolerations[0].operator",
+    ),
+    "backoffLimit over 10": (with_changes(build__backoffLimit=11), "spec.build.backoffLimit"),
+    "deadline under a minute": (
+        with_changes(build__activeDeadlineSeconds=10),
+        "spec.build.activeDeadlineSeconds",
+    ),
+    "cpu target over 100%": (
+        with_changes(serving__autoscaling={"targetCPUUtilizationPercentage": 150}),
+        "spec.serving.autoscaling.targetCPUUtilizationPercentage",
+    ),
+    "node selector value not a string": (
+        with_changes(serving__nodeSelector={"gpu": 1}),
+        "spec.serving.nodeSelector.gpu",
+    ),
 }
 
 
