@@ -361,3 +361,12 @@ def test_credentials_never_leave_their_secret(
     assert "s3-creds" in dumped  # the references are there...
     assert s3_server.secret_key not in dumped  # ...the value is not
     assert s3_server.secret_key not in operator.logs()
+
+
+def test_build_over_its_deadline_fails_with_the_reason(transformers, spec_for, kwok_stage):
+    hold_builds(kwok_stage, transformers.namespace)
+    transformers.create("slow", spec_for(build={"activeDeadlineSeconds": 60}))
+    transformers.wait_job("slow")
+    failed = transformers.wait_phase("slow", "Failed", timeout=150)
+    assert "DeadlineExceeded" in failed["status"]["message"]
+    assert len(transformers.jobs("slow")) == 1
