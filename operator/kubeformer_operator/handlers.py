@@ -81,7 +81,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ObjectLocks:
             new = reconcile_object(ctx, locks, namespace, name)
         except kubernetes.client.ApiException as error:
             raise kopf.TemporaryError(f"Kubernetes API: {error.status} {error.reason}", delay=10) from error
-        if new and new.get("conditions", [{}])[0].get("reason") == status.STORAGE_UNAVAILABLE:
+        if new and status.waiting_for_storage(new):
             # Storage is down or refused us: try again with a growing delay, the cause is in the status.
             raise kopf.TemporaryError(new["message"], delay=min(MAX_BACKOFF_SECONDS, 10 * 2**retry))
 

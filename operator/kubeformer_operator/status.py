@@ -218,6 +218,14 @@ def compute_status(seen: Observation, previous: Mapping[str, Any], now: str) -> 
     return status
 
 
+def waiting_for_storage(new: Mapping[str, Any]) -> bool:
+    """Whether the status says storage could not be read (the caller retries with a growing delay)."""
+    return any(
+        c["type"] == BUILD_SUCCEEDED and c["reason"] == STORAGE_UNAVAILABLE
+        for c in new.get("conditions") or ()
+    )
+
+
 def status_changed(previous: Mapping[str, Any], new: Obj) -> bool:
     """Whether writing `new` changes anything we own (other writers' fields are ignored)."""
     return any(previous.get(key) != value for key, value in new.items()) or any(

@@ -129,3 +129,9 @@ def test_deployment_state():
     deployment["metadata"]["generation"] = 5
     assert not status.deployment_state(deployment).rolled_out
     assert Phase.READY.value == "Ready"
+
+
+def test_waiting_for_storage():
+    down = status.compute_status(Observation(1, "k", storage_error="storage: cannot reach"), {}, T0)
+    assert status.waiting_for_storage(down)
+    assert not status.waiting_for_storage(status.compute_status(Observation(1, "k", engine=ENGINE), {}, T0))
