@@ -27,6 +27,7 @@ from kubeformer_operator.keys import engine_key
 from kubeformer_operator.spec import parse_spec
 from tests.cluster import kwok
 from tests.fixtures.operator import REPO, Operator
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 RELEASE = "kubeformer-test/release"
@@ -370,3 +371,13 @@ def test_build_over_its_deadline_fails_with_the_reason(transformers, spec_for, k
     failed = transformers.wait_phase("slow", "Failed", timeout=150)
     assert "DeadlineExceeded" in failed["status"]["message"]
     assert len(transformers.jobs("slow")) == 1
+
+
+def test_unreachable_storage_or_missing_secret_is_pending_with_the_cause(transformers, spec_for):
+    transformers.create("nos3", spec_for(storage={"endpoint": f"http://127.0.0.1:{free_port()}"}))
+    transformers.create("nosecret", spec_for(storage={"secretRef": "absent"}))
+    down = transformers.wait_phase("nos3", "Pending", timeout=90)
+    assert "cannot reach the S3 endpoint" in down["status"]["message"]
+    missing = transformers.wait_phase("nosecret", "Pending")
+    assert f"Secret {transformers.namespace}/absent does not exist" in missing["status"]["message"]
+    assert transformers.jobs("nos3") == [] and transformers.jobs("nosecret") == []
