@@ -6,8 +6,8 @@ control plane; time until all are Ready, API requests per object, operator peak 
 Everything is real except the kubelet (kwok): kube-apiserver with an audit log (which counts the
 operator's requests by user agent: kubeformer-operator for ours, kopf for kopf's watches and
 annotations), SeaweedFS, and `kubeformer-operator` as its own process. One tiny BERT artifact is
-built by the real builder and copied to each object's location (the operator reads manifests and
-reports; what the engine computes does not matter here). Writes results/<objects>.json.
+built by the real builder; its manifest and report are copied to each object's location (the
+operator reads only those; kwok's pods never fetch the engine). Writes results/<objects>.json.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -26,7 +27,9 @@ import yaml
 
 from kubeformer_builder import storage
 from kubeformer_builder.config import Task
+from kubeformer_builder.manifest import MANIFEST_NAME
 from kubeformer_builder.pipeline import build
+from kubeformer_builder.publish import REPORT_NAME
 from kubeformer_operator import names
 from kubeformer_operator.config import Settings
 from kubeformer_operator.keys import engine_key
@@ -63,16 +66,23 @@ def spec_for(model: Path, bucket: str, s3: S3Server) -> dict:
 
 
 def stage_artifacts(spec: dict, count: int, root: Path, s3: S3Server) -> None:
-    """Build once with the real builder, then upload that artifact to every object's location."""
+    """Build once with the real builder; every object's location gets its report and manifest.
+
+    The operator reads only those two files (kwok's pods never fetch the model), so the engine
+    files are not copied: a thousand copies would not fit the test SeaweedFS.
+    """
     os.environ.update(s3.env())
     artifact = root / "artifact"
     build(parse_spec(spec, "ot-0").engine, str(artifact))
+    listing = root / "listing"
+    listing.mkdir()
+    for kept in (REPORT_NAME, MANIFEST_NAME):
+        shutil.copy2(artifact / kept, listing / kept)
     for index in range(count):
         name = f"ot-{index}"
         key = engine_key(parse_spec(spec, name), Settings())
-        storage.upload_dir(
-            artifact, names.artifact_uri(spec["storage"]["uri"], NAMESPACE, name, key), s3.endpoint
-        )
+        uri = names.artifact_uri(spec["storage"]["uri"], NAMESPACE, name, key)
+        storage.upload_dir(listing, uri, s3.endpoint)
 
 
 def peak_rss_mb(pid: int) -> float:
