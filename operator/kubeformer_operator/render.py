@@ -271,6 +271,8 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
             f"--grpc-port={GRPC_PORT}",
             f"--metrics-port={METRICS_PORT}",
             "--allow-metrics=true",
+            # p50/p95/p99 per model (nv_inference_*_summary_us): what the dashboard and alerts read.
+            "--metrics-config=summary_latencies=true",
             "--strict-readiness=true",
             "--exit-on-error=true",
         ],

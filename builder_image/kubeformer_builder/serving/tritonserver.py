@@ -120,6 +120,8 @@ def server_command(binary: Path, repositories: list[Path], backends: Path, endpo
         f"--grpc-port={endpoints.grpc_port}",
         f"--metrics-address={endpoints.host}",
         f"--metrics-port={endpoints.metrics_port}",
+        # p50/p95/p99 per model (nv_inference_*_summary_us); this Triton has no latency histograms.
+        "--metrics-config=summary_latencies=true",
         "--allow-gpu-metrics=false",
         "--exit-on-error=true",
         "--strict-readiness=true",
