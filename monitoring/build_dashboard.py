@@ -72,7 +72,12 @@ SERVING = (
         "Throughput",
         "Successful inference requests per second, per model (ensembles and the models they call each count).",
         "reqps",
-        (Query(f"sum by (namespace, model) (rate(nv_inference_request_success{{{TRITON}}}[{RATE}]))", "{{model}}"),),
+        (
+            Query(
+                f"sum by (namespace, model) (rate(nv_inference_request_success{{{TRITON}}}[{RATE}]))",
+                "{{model}}",
+            ),
+        ),
     ),
     Panel(
         "Latency p50 / p95 / p99",
@@ -136,7 +141,12 @@ SERVING = (
         "GPU utilization",
         "nv_gpu_utilization per pod and GPU (Triton exports it when it sees a GPU).",
         "percentunit",
-        (Query(f"avg by (namespace, pod, gpu_uuid) (nv_gpu_utilization{{{TRITON_PODS}}})", "{{pod}} {{gpu_uuid}}"),),
+        (
+            Query(
+                f"avg by (namespace, pod, gpu_uuid) (nv_gpu_utilization{{{TRITON_PODS}}})",
+                "{{pod}} {{gpu_uuid}}",
+            ),
+        ),
         width=24,
     ),
 )
@@ -163,7 +173,9 @@ OPERATOR_PANELS = (
         (
             Query(f"sum by (phase) (kubeformer_objects{{{OPERATOR}}})", "{{phase}}"),
             Query(f"sum(increase(kubeformer_cache_hits_total{{{OPERATOR}}}[1h]))", "cache hits / h"),
-            Query(f"sum(increase(kubeformer_build_jobs_created_total{{{OPERATOR}}}[1h]))", "jobs created / h"),
+            Query(
+                f"sum(increase(kubeformer_build_jobs_created_total{{{OPERATOR}}}[1h]))", "jobs created / h"
+            ),
         ),
         width=8,
     ),
@@ -238,7 +250,11 @@ def build() -> dict:
         .timezone("browser")
         .with_variable(gd.DatasourceVariable("datasource").label("Data source").type("prometheus"))
         .with_variable(
-            variable("namespace", "Namespace", 'label_values(nv_inference_count{job="kubeformer-triton"}, namespace)')
+            variable(
+                "namespace",
+                "Namespace",
+                'label_values(nv_inference_count{job="kubeformer-triton"}, namespace)',
+            )
         )
         .with_variable(
             variable(
