@@ -64,13 +64,14 @@ def quantile(q: str) -> str:
 
 
 def build_quantile(q: str) -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate(kubeformer_build_duration_seconds_bucket{{{OPERATOR}}}[1h])))"
+    buckets = f"kubeformer_build_duration_seconds_bucket{{{OPERATOR}}}"
+    return f"histogram_quantile({q}, sum by (le) (rate({buckets}[1h])))"
 
 
 SERVING = (
     Panel(
         "Throughput",
-        "Successful inference requests per second, per model (ensembles and the models they call each count).",
+        "Successful requests per second, per model (an ensemble and the models it calls each count).",
         "reqps",
         (
             Query(
@@ -81,8 +82,8 @@ SERVING = (
     ),
     Panel(
         "Latency p50 / p95 / p99",
-        "Request latency quantiles from Triton's summaries (needs summary_latencies=true), worst pod per model; "
-        "dashed: mean latency from the duration counters.",
+        "Request latency quantiles from Triton's summaries (needs summary_latencies=true), worst pod per "
+        "model; mean: from the duration counters.",
         "ms",
         (
             Query(quantile("0.5"), "p50 {{model}}"),
@@ -93,7 +94,7 @@ SERVING = (
     ),
     Panel(
         "Queue vs compute time per request",
-        "Time a request waits in the scheduler queue against time spent in the backend (input + infer + output).",
+        "Time a request waits in the scheduler queue against time in the backend (input, infer, output).",
         "ms",
         (
             Query(per_request("nv_inference_queue_duration_us"), "queue {{model}}"),
@@ -120,7 +121,8 @@ SERVING = (
         "reqps",
         (
             Query(
-                f"sum by (namespace, model, reason) (rate(nv_inference_request_failure{{{TRITON}}}[{RATE}])) > 0",
+                "sum by (namespace, model, reason) "
+                f"(rate(nv_inference_request_failure{{{TRITON}}}[{RATE}])) > 0",
                 "{{model}} {{reason}}",
             ),
         ),

@@ -6,7 +6,6 @@ queries and the recording rules return numbers.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -14,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from unittest import mock
 
@@ -138,6 +138,21 @@ def up(pod: str, values: str) -> dict:
 
 
 MODEL = {"namespace": NAMESPACE, "model": "cls"}
+
+
+def recorded(name: str, at: str, value: float, rounded: bool = False) -> dict:
+    """A promql_expr_test: the recording rule namespace_model:kubeformer_triton_<name> of model cls."""
+    rule = f"namespace_model:kubeformer_triton_{name}"
+    labels = f'{{model="cls", namespace="{NAMESPACE}"}}'
+    if rounded:
+        return {
+            "eval_time": at,
+            "expr": f"round({rule}, 0.001)",
+            "exp_samples": [{"labels": labels, "value": value}],
+        }
+    return {"eval_time": at, "expr": rule, "exp_samples": [{"labels": rule + labels, "value": value}]}
+
+
 UNIT_TESTS = [
     {  # a build fails at minute 10: the alert fires at once, and clears 15 minutes later
         "interval": "1m",
@@ -185,76 +200,14 @@ UNIT_TESTS = [
             triton_counter("nv_inference_queue_duration_us", "0+15000000x30"),
         ],
         "promql_expr_test": [
-            {
-                "eval_time": "10m",
-                "expr": "namespace_model:kubeformer_triton_request_latency_seconds:p50",
-                "exp_samples": [{"labels": _labels, "value": 0.03}],
-            }
-            for _labels in [
-                'namespace_model:kubeformer_triton_request_latency_seconds:p50{model="cls", namespace="serving"}'
-            ]
-        ]
-        + [
-            {
-                "eval_time": "3m",
-                "expr": "namespace_model:kubeformer_triton_request_latency_seconds:p95",
-                "exp_samples": [
-                    {
-                        "labels": 'namespace_model:kubeformer_triton_request_latency_seconds:p95{model="cls", namespace="serving"}',
-                        "value": 0.08,
-                    }
-                ],
-            },
-            {
-                "eval_time": "10m",
-                "expr": "namespace_model:kubeformer_triton_request_latency_seconds:p95",
-                "exp_samples": [
-                    {
-                        "labels": 'namespace_model:kubeformer_triton_request_latency_seconds:p95{model="cls", namespace="serving"}',
-                        "value": 0.25,
-                    }
-                ],
-            },
-            {
-                "eval_time": "10m",
-                "expr": "namespace_model:kubeformer_triton_request_latency_seconds:p99",
-                "exp_samples": [
-                    {
-                        "labels": 'namespace_model:kubeformer_triton_request_latency_seconds:p99{model="cls", namespace="serving"}',
-                        "value": 0.4,
-                    }
-                ],
-            },
-            {
-                "eval_time": "10m",
-                "expr": "namespace_model:kubeformer_triton_requests:rate5m",
-                "exp_samples": [
-                    {
-                        "labels": 'namespace_model:kubeformer_triton_requests:rate5m{model="cls", namespace="serving"}',
-                        "value": 1,
-                    }
-                ],
-            },
-            {
-                "eval_time": "10m",
-                "expr": "round(namespace_model:kubeformer_triton_request_latency_seconds:mean5m, 0.001)",  # rate() extrapolation: 0.5000000000000001
-                "exp_samples": [
-                    {
-                        "labels": '{model="cls", namespace="serving"}',
-                        "value": 0.5,
-                    }
-                ],
-            },
-            {
-                "eval_time": "10m",
-                "expr": "round(namespace_model:kubeformer_triton_queue_seconds_per_request:mean5m, 0.001)",  # rate() extrapolation: 0.5000000000000001
-                "exp_samples": [
-                    {
-                        "labels": '{model="cls", namespace="serving"}',
-                        "value": 0.25,
-                    }
-                ],
-            },
+            recorded("request_latency_seconds:p50", "10m", 0.03),
+            recorded("request_latency_seconds:p95", "3m", 0.08),  # before the jump: the other pod's
+            recorded("request_latency_seconds:p95", "10m", 0.25),  # the worst pod's
+            recorded("request_latency_seconds:p99", "10m", 0.4),
+            recorded("requests:rate5m", "10m", 1),
+            # round(): rate() extrapolation gives 0.5000000000000001
+            recorded("request_latency_seconds:mean5m", "10m", 0.5, rounded=True),
+            recorded("queue_seconds_per_request:mean5m", "10m", 0.25, rounded=True),
         ],
         "alert_rule_test": [
             {
@@ -270,7 +223,8 @@ UNIT_TESTS = [
                         "exp_labels": {"severity": "warning", **MODEL},
                         "exp_annotations": {
                             "summary": "Triton p95 latency above 100 ms",
-                            "description": "p95 latency of model cls in serving is 250 ms (threshold 100 ms).",
+                            "description": "p95 latency of model cls in serving is 250 ms "
+                            "(threshold 100 ms).",
                         },
                     }
                 ],
@@ -291,7 +245,8 @@ UNIT_TESTS = [
                         "exp_labels": {"severity": "critical", "namespace": NAMESPACE, "transformer": "cls"},
                         "exp_annotations": {
                             "summary": "No Triton replica of a kubeformer transformer is up",
-                            "description": f"{NAMESPACE}/cls has no Triton pod answering; it served in the last hour.",
+                            "description": f"{NAMESPACE}/cls has no Triton pod answering; "
+                            "it served in the last hour.",
                         },
                     }
                 ],
@@ -359,11 +314,11 @@ def test_chart_renders_the_monitoring_objects(tmp_path):
         f"monitoring.{key}.enabled=true"
         for key in ("serviceMonitor", "tritonMonitor", "prometheusRule", "dashboard")
     )
+    templates = ("prometheusrule", "podmonitor", "servicemonitor", "dashboard-configmap")
+    only = [arg for t in templates for arg in ("--show-only", f"templates/monitoring/{t}.yaml")]
+    threshold = "monitoring.prometheusRule.p95LatencyThresholdMs=250"
     rendered = subprocess.run(
-        [str(HELM), "template", "rel", str(CHART), "--show-only", "templates/monitoring/prometheusrule.yaml",
-         "--show-only", "templates/monitoring/podmonitor.yaml", "--show-only", "templates/monitoring/servicemonitor.yaml",
-         "--show-only", "templates/monitoring/dashboard-configmap.yaml",
-         "--set", enable, "--set", "monitoring.prometheusRule.p95LatencyThresholdMs=250"],
+        [str(HELM), "template", "rel", str(CHART), *only, "--set", enable, "--set", threshold],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     objects = {o["kind"]: o for o in yaml.safe_load_all(rendered) if o}
@@ -387,3 +342,181 @@ def test_chart_renders_the_monitoring_objects(tmp_path):
         [str(HELM), "template", "rel", str(CHART)], capture_output=True, text=True, check=True
     ).stdout
     assert "monitoring.coreos.com" not in off and "grafana_dashboard" not in off
+
+
+# ---------------------------------------------------------------- live: Prometheus, Triton, operator metrics
+
+WORDS = str.split(
+    "the service answered quickly and staff were kind while a long queue formed near the station"
+)
+# The operator's real metrics module in its own process: builds finish while Prometheus scrapes it.
+OPERATOR_METRICS = """
+import itertools, sys, time
+from kubeformer_operator import metrics
+metrics.serve(int(sys.argv[1]))
+for name, phase in [("a", "Ready"), ("b", "Ready"), ("c", "Building"), ("d", "Failed")]:
+    metrics.set_phase("serving", name, phase)
+for tick in itertools.count():
+    metrics.RECONCILE_SECONDS.observe(0.02 + 0.01 * (tick % 5))
+    metrics.api_request("get" if tick % 3 else "patch")
+    if tick % 4 == 0:
+        metrics.job_created()
+        metrics.build_finished("failed" if tick % 20 == 0 else "succeeded", 60 + 40 * (tick % 7))
+    if tick % 6 == 0:
+        metrics.cache_hit()
+    time.sleep(0.5)
+"""
+
+
+@pytest.fixture(scope="module")
+def summary_triton(tiny_build, tmp_path_factory):
+    """`kubeformer serve` of a tiny classifier, with Triton's latency summaries on (SUMMARY_FLAG)."""
+    _, artifact = tiny_build("bert", Task.TEXT_CLASSIFICATION, name="cls", precision="fp32")
+    log_path = tmp_path_factory.mktemp("summary-triton") / "tritonserver.log"
+    endpoints = Endpoints("127.0.0.1", *free_ports(3))
+    stop_event, ready, failures = threading.Event(), threading.Event(), []
+    command = tritonserver.server_command
+
+    with log_path.open("w") as log:
+
+        def run() -> None:
+            try:
+                serve(
+                    ServeConfig(sources=(str(artifact),), endpoints=endpoints),
+                    stop_event,
+                    log=lambda line: print(line, file=log, flush=True),
+                    on_ready=lambda _: ready.set(),
+                )
+            except BaseException as error:
+                failures.append(error)
+                ready.set()
+
+        # The flag the operator's Triton args need too; `kubeformer serve` does not pass it yet.
+        with mock.patch.object(tritonserver, "server_command", lambda *a: [*command(*a), SUMMARY_FLAG]):
+            thread = threading.Thread(target=run, name="summary-triton", daemon=True)
+            thread.start()
+            ready.wait(300)
+        if failures or not ready.is_set():
+            stop_event.set()
+            pytest.fail(f"Triton did not start: {failures[0] if failures else 'timeout'} (log: {log_path})")
+        yield endpoints
+        stop_event.set()
+        thread.join(60)
+
+
+@pytest.fixture(scope="module")
+def operator_metrics(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("operator-metrics") / "metrics.log"
+    process = start([sys.executable, "-c", OPERATOR_METRICS, str(port)], log)
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(
+        lambda: b"kubeformer_builds_total" in urllib.request.urlopen(url, timeout=2).read(),
+        30,
+        "metrics",
+        log,
+    )
+    yield port
+    stop(process)
+
+
+def load(endpoints: Endpoints, seconds: float, minimum: int) -> int:
+    """Closed-loop load in stages of 1, 4 and 8 clients; at least `minimum` requests in `seconds`."""
+    sent, lock = [0], threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(stage_end: float, seed: int) -> None:
+        rng = random.Random(seed)
+        http = httpclient.InferenceServerClient(f"{endpoints.host}:{endpoints.http_port}")
+        try:
+            while time.monotonic() < stage_end or (time.monotonic() >= deadline and sent[0] < minimum):
+                text = " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))
+                tensor = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=object))
+                http.infer("cls", [tensor])
+                with lock:
+                    sent[0] += 1
+        finally:
+            http.close()
+
+    stages = (1, 4, 8)
+    for index, clients in enumerate(stages):
+        stage_end = time.monotonic() + seconds / len(stages)
+        threads = [threading.Thread(target=client, args=(stage_end, index * 10 + i)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return sent[0]
+
+
+def values(result: list[dict]) -> dict[str, float]:
+    """{labels (without __name__) as sorted JSON: value} of an instant query's result."""
+    labels = ({k: v for k, v in r["metric"].items() if k != "__name__"} for r in result)
+    return {json.dumps(m, sort_keys=True): float(r["value"][1]) for m, r in zip(labels, result, strict=True)}
+
+
+def test_live_prometheus_scrapes_triton_and_operator(
+    summary_triton, operator_metrics, prometheus_server, tmp_path
+):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rendered_rules(interval="1s"))
+    labels = {"namespace": NAMESPACE, "pod": "cls-0", "transformer": "cls"}  # what the PodMonitor adds
+    prometheus = prometheus_server(
+        [
+            {
+                "job_name": "kubeformer-triton",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{summary_triton.metrics_port}"], "labels": labels}
+                ],
+            },
+            {
+                "job_name": "kubeformer-operator",
+                "static_configs": [{"targets": [f"127.0.0.1:{operator_metrics}"]}],
+            },
+        ],
+        [rules],
+    )
+    wait_until(lambda: set(prometheus.targets_up().values()) == {"up"}, 30, "targets up", prometheus.log)
+    started = time.time()
+    seconds = float(os.environ.get("KUBEFORMER_MONITORING_LOAD_S", "12"))
+    sent = load(summary_triton, seconds, minimum=300)
+    assert sent >= 300
+    time.sleep(3)  # two more scrapes and rule evaluations
+
+    throughput = values(prometheus.query(panel_exprs("Throughput")[0]))
+    cls = json.dumps({"model": "cls", "namespace": NAMESPACE}, sort_keys=True)
+    assert throughput[cls] > 1, throughput
+    p50, p95, p99, mean = (values(prometheus.query(e))[cls] for e in panel_exprs("Latency p50 / p95 / p99"))
+    assert 0 < p50 <= p95 <= p99 < 10_000, (p50, p95, p99)
+    assert 0 < mean < 10_000
+    queue, *compute = (
+        values(prometheus.query(e))[cls] for e in panel_exprs("Queue vs compute time per request")
+    )
+    assert queue >= 0 and all(c > 0 for c in compute)
+    (batch,) = (values(prometheus.query(e))[cls] for e in panel_exprs("Batch size"))
+    assert batch >= 1
+    replicas = values(prometheus.query(panel_exprs("Replicas")[0]))
+    assert list(replicas.values()) == [1.0]
+    builds = values(prometheus.query(panel_exprs("Build results")[0]))
+    assert builds[json.dumps({"result": "succeeded"})] > 0, builds
+    build_p50, build_p95 = (
+        next(iter(values(prometheus.query(e)).values())) for e in panel_exprs("Build duration")
+    )
+    assert 30 <= build_p50 <= build_p95 <= 600
+    for expr in build_dashboard.queries(dashboard()):  # every query runs (GPU and errors may be empty here)
+        prometheus.query(grafana_free(expr))
+
+    recorded_p95 = values(prometheus.query("namespace_model:kubeformer_triton_request_latency_seconds:p95"))
+    assert 0 < recorded_p95[cls] < 10
+    assert all(rule["health"] == "ok" for rule in prometheus.rules()), prometheus.rules()
+
+    picture = os.environ.get("KUBEFORMER_DASHBOARD_PNG")
+    if picture:
+        from monitoring.plot_dashboard import plot
+
+        end = time.time()
+        exprs = {t["expr"] for p in timeseries_panels() for t in p["targets"]}
+        results = {e: prometheus.query_range(grafana_free(e), started - 5, end, 1) for e in exprs}
+        plot(timeseries_panels(), results, started, REPO / picture)
+        print(f"{sent} requests in {end - started:.0f}s; wrote {picture}")
