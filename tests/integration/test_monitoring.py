@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import yaml
+from tritonclient.utils import InferenceServerException
 
 from kubeformer_builder.config import Task
 from kubeformer_builder.serving import tritonserver
@@ -63,9 +64,9 @@ def rendered_rules(values: dict | None = None, interval: str | None = None) -> s
     return text
 
 
-def grafana_free(expr: str) -> str:
+def grafana_free(expr: str, rate_interval: str = "1m") -> str:
     """A dashboard query as Grafana sends it with every namespace and model selected."""
-    return expr.replace("$__rate_interval", "1m").replace("$namespace", ".*").replace("$model", ".*")
+    return expr.replace("$__rate_interval", rate_interval).replace("$namespace", ".*").replace("$model", ".*")
 
 
 def dashboard() -> dict:
@@ -346,6 +347,7 @@ def test_chart_renders_the_monitoring_objects(tmp_path):
 
 # ---------------------------------------------------------------- live: Prometheus, Triton, operator metrics
 
+ERROR_EVERY = 100
 WORDS = str.split(
     "the service answered quickly and staff were kind while a long queue formed near the station"
 )
@@ -421,7 +423,10 @@ def operator_metrics(tmp_path_factory):
 
 
 def load(endpoints: Endpoints, seconds: float, minimum: int) -> int:
-    """Closed-loop load in stages of 1, 4 and 8 clients; at least `minimum` requests in `seconds`."""
+    """Closed-loop load in stages of 1, 4 and 8 clients; at least `minimum` requests in `seconds`.
+
+    One request in ERROR_EVERY is an empty text, which the tokenizer refuses (a failure to count).
+    """
     sent, lock = [0], threading.Lock()
     deadline = time.monotonic() + seconds
 
@@ -430,10 +435,15 @@ def load(endpoints: Endpoints, seconds: float, minimum: int) -> int:
         http = httpclient.InferenceServerClient(f"{endpoints.host}:{endpoints.http_port}")
         try:
             while time.monotonic() < stage_end or (time.monotonic() >= deadline and sent[0] < minimum):
-                text = " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))
+                bad = rng.randrange(ERROR_EVERY) == 0
+                text = "   " if bad else " ".join(rng.choices(WORDS, k=rng.randint(3, 60)))
                 tensor = httpclient.InferInput("TEXT", [1, 1], "BYTES")
                 tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=object))
-                http.infer("cls", [tensor])
+                try:
+                    http.infer("cls", [tensor])
+                except InferenceServerException:
+                    if not bad:
+                        raise
                 with lock:
                     sent[0] += 1
         finally:
@@ -494,6 +504,8 @@ def test_live_prometheus_scrapes_triton_and_operator(
         values(prometheus.query(e))[cls] for e in panel_exprs("Queue vs compute time per request")
     )
     assert queue >= 0 and all(c > 0 for c in compute)
+    errors = values(prometheus.query(panel_exprs("Errors")[0]))
+    assert any(v > 0 for k, v in errors.items() if '"model": "cls"' in k), errors
     (batch,) = (values(prometheus.query(e))[cls] for e in panel_exprs("Batch size"))
     assert batch >= 1
     replicas = values(prometheus.query(panel_exprs("Replicas")[0]))
@@ -517,6 +529,7 @@ def test_live_prometheus_scrapes_triton_and_operator(
 
         end = time.time()
         exprs = {t["expr"] for p in timeseries_panels() for t in p["targets"]}
-        results = {e: prometheus.query_range(grafana_free(e), started - 5, end, 1) for e in exprs}
+        # Grafana's $__rate_interval for a 1 s scrape at this range is a few seconds.
+        results = {e: prometheus.query_range(grafana_free(e, "5s"), started - 5, end, 1) for e in exprs}
         plot(timeseries_panels(), results, started, REPO / picture)
         print(f"{sent} requests in {end - started:.0f}s; wrote {picture}")
