@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -37,7 +38,11 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "kubeformer"
 RULES = CHART / "dashboards" / "prometheus-rules.yaml"
 DASHBOARD = CHART / "dashboards" / "kubeformer.json"
-HELM = Path.home() / ".cache" / "kubeformer" / "helm-v3.21.4" / "bin" / "helm"
+# The helm that tests/fixtures/helm.py builds (newest cached), else one on PATH; the test skips without.
+HELM = next(
+    iter(sorted((Path.home() / ".cache" / "kubeformer").glob("helm-v*/bin/helm"), reverse=True)),
+    Path(shutil.which("helm") or "/nonexistent/helm"),
+)
 # What Triton needs for latency quantiles: summaries of request/queue/compute durations.
 SUMMARY_FLAG = "--metrics-config=summary_latencies=true"
 NAMESPACE = "serving"
