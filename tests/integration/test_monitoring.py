@@ -6,6 +6,7 @@ queries and the recording rules return numbers.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -538,3 +539,43 @@ def test_live_prometheus_scrapes_triton_and_operator(
         results = {e: prometheus.query_range(grafana_free(e, "5s"), started - 5, end, 1) for e in exprs}
         plot(timeseries_panels(), results, started, REPO / picture)
         print(f"{sent} requests in {end - started:.0f}s; wrote {picture}")
+
+
+def test_live_prometheus_scrapes_the_real_operator(control_plane, operator, namespace, prometheus_server):
+    """`kubeformer-operator` against the test control plane: one object to reconcile, and the operator
+    panels' queries return its metrics through the job name the ServiceMonitor sets."""
+    from kubernetes import client
+
+    from kubeformer_operator import names
+    from tests.fixtures.specs import make_transformer
+
+    prometheus = prometheus_server(
+        [
+            {
+                "job_name": "kubeformer-operator",
+                "static_configs": [{"targets": [f"127.0.0.1:{operator.metrics_port}"]}],
+            }
+        ]
+    )
+    wait_until(
+        lambda: prometheus.query('up{job="kubeformer-operator"} == 1'), 30, "operator scraped", prometheus.log
+    )
+    body = make_transformer("watched", namespace)  # reconciled while Prometheus scrapes
+    for key in ("uid", "generation"):
+        del body["metadata"][key]
+    custom = client.CustomObjectsApi(control_plane.api_client())
+    custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, body)
+
+    def reconcile_p95() -> float:
+        (value,) = values(prometheus.query(panel_exprs("Reconcile duration p95")[0])).values()
+        return value
+
+    wait_until(lambda: math.isfinite(reconcile_p95()), 60, "a reconcile seen by Prometheus", operator.log)
+    assert 0 < reconcile_p95() < 30
+    phases = values(prometheus.query(panel_exprs("Objects by phase")[0]))
+    assert sum(phases.values()) >= 1, phases
+    assert set(phases) == {
+        json.dumps({"phase": p}) for p in ("Pending", "Building", "Deploying", "Ready", "Failed")
+    }
+    requests = values(prometheus.query(panel_exprs("Kubernetes API requests")[0]))
+    assert requests and all(math.isfinite(v) for v in requests.values()), requests
