@@ -433,7 +433,7 @@ def load(endpoints: Endpoints, seconds: float, minimum: int) -> int:
 
     One request in ERROR_EVERY is an empty text, which the tokenizer refuses (a failure to count).
     """
-    sent, lock = [0], threading.Lock()
+    sent, lock, failures = [0], threading.Lock(), []
     deadline = time.monotonic() + seconds
 
     def client(stage_end: float, seed: int) -> None:
@@ -452,6 +452,8 @@ def load(endpoints: Endpoints, seconds: float, minimum: int) -> int:
                         raise
                 with lock:
                     sent[0] += 1
+        except Exception as error:  # handed to the test below
+            failures.append(error)
         finally:
             http.close()
 
@@ -463,6 +465,7 @@ def load(endpoints: Endpoints, seconds: float, minimum: int) -> int:
             thread.start()
         for thread in threads:
             thread.join()
+    assert not failures, failures[:3]
     return sent[0]
 
 
