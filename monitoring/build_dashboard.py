@@ -265,13 +265,13 @@ def build() -> dict:
                 'label_values(nv_inference_count{job="kubeformer-triton", namespace=~"$namespace"}, model)',
             )
         )
-        .with_row(gd.Row("Serving (Triton)"))
+        .with_row(gd.Row("Serving (Triton)").id(1))
     )
-    for spec in SERVING:
-        board = board.with_panel(panel(spec))
-    board = board.with_row(gd.Row("Builds (operator)"))
-    for spec in OPERATOR_PANELS:
-        board = board.with_panel(panel(spec))
+    for index, spec in enumerate(SERVING):
+        board = board.with_panel(panel(spec).id(2 + index))
+    board = board.with_row(gd.Row("Builds (operator)").id(2 + len(SERVING)))
+    for index, spec in enumerate(OPERATOR_PANELS):
+        board = board.with_panel(panel(spec).id(3 + len(SERVING) + index))
     return json.loads(json.dumps(board.build(), cls=JSONEncoder))
 
 
