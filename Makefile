@@ -9,9 +9,17 @@ TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format clean cluster cluster-down
+.PHONY: setup tools run test lint format clean cluster cluster-down
 
-setup: $(STAMP)
+setup: $(STAMP) tools
+
+# System tools the tests need and pip cannot install: prometheus and promtool (Debian's package).
+# Only when one is missing, so it costs nothing once installed; sudo unless already root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
