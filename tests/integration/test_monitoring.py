@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,13 +24,9 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from kubeformer_builder.config import Task
-from kubeformer_builder.serving import tritonserver
-from kubeformer_builder.serving.serve import ServeConfig, serve
 from kubeformer_builder.serving.tritonserver import Endpoints
 from monitoring import build_dashboard
 from tests.fixtures.processes import free_port, start, stop, wait_until
-from tests.fixtures.triton import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +40,6 @@ HELM = next(
     Path(shutil.which("helm") or "/nonexistent/helm"),
 )
 # What Triton needs for latency quantiles: summaries of request/queue/compute durations.
-SUMMARY_FLAG = "--metrics-config=summary_latencies=true"
 NAMESPACE = "serving"
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 
@@ -377,39 +371,10 @@ for tick in itertools.count():
 
 
 @pytest.fixture(scope="module")
-def summary_triton(tiny_build, tmp_path_factory):
-    """`kubeformer serve` of a tiny classifier, with Triton's latency summaries on (SUMMARY_FLAG)."""
-    _, artifact = tiny_build("bert", Task.TEXT_CLASSIFICATION, name="cls", precision="fp32")
-    log_path = tmp_path_factory.mktemp("summary-triton") / "tritonserver.log"
-    endpoints = Endpoints("127.0.0.1", *free_ports(3))
-    stop_event, ready, failures = threading.Event(), threading.Event(), []
-    command = tritonserver.server_command
-
-    with log_path.open("w") as log:
-
-        def run() -> None:
-            try:
-                serve(
-                    ServeConfig(sources=(str(artifact),), endpoints=endpoints),
-                    stop_event,
-                    log=lambda line: print(line, file=log, flush=True),
-                    on_ready=lambda _: ready.set(),
-                )
-            except BaseException as error:
-                failures.append(error)
-                ready.set()
-
-        # The flag the operator's Triton args need too; `kubeformer serve` does not pass it yet.
-        with mock.patch.object(tritonserver, "server_command", lambda *a: [*command(*a), SUMMARY_FLAG]):
-            thread = threading.Thread(target=run, name="summary-triton", daemon=True)
-            thread.start()
-            ready.wait(300)
-        if failures or not ready.is_set():
-            stop_event.set()
-            pytest.fail(f"Triton did not start: {failures[0] if failures else 'timeout'} (log: {log_path})")
-        yield endpoints
-        stop_event.set()
-        thread.join(60)
+def summary_triton(triton):
+    """The session's `kubeformer serve` (tests/fixtures/triton.py), whose Triton exports latency
+    summaries (--metrics-config=summary_latencies=true) as the cluster's does; "cls" is a tiny BERT."""
+    return triton.endpoints
 
 
 @pytest.fixture(scope="module")
