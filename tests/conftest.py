@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.triton",
     "tests.fixtures.operator",
+    "tests.fixtures.helm",
 ]
