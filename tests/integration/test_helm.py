@@ -164,7 +164,8 @@ def test_watch_namespaces_get_roles_and_namespace_arguments(helm_cli):
     assert container["args"][1:] == ["--namespace=team-a", "--namespace=team-b"]
     assert {r["metadata"]["namespace"] for r in by_kind(objects, "Role")} == {"team-a", "team-b"}
     assert {b["metadata"]["namespace"] for b in by_kind(objects, "RoleBinding")} == {"team-a", "team-b"}
-    # What stays cluster-wide: reading the two CRDs that announce KEDA and the Prometheus Operator.
+    # What stays cluster-wide: reading the two CRDs that announce KEDA and the Prometheus Operator,
+    # and kopf's observation of CRDs and Namespaces (definitions and names, no custom objects).
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert cluster_role["rules"] == [
         {
@@ -172,7 +173,13 @@ def test_watch_namespaces_get_roles_and_namespace_arguments(helm_cli):
             "resources": ["customresourcedefinitions"],
             "resourceNames": ["scaledobjects.keda.sh", "servicemonitors.monitoring.coreos.com"],
             "verbs": ["get"],
-        }
+        },
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
     env = env_of(container)
     assert env["KUBEFORMER_PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
@@ -301,12 +308,15 @@ def rbac_rules(objects: list[Obj]) -> list[Obj]:
     ]
 
 
-def test_rbac_covers_exactly_the_kinds_the_operator_touches(helm_cli):
-    """kube.PATHS lists every kind the operator reads or writes; kopf adds events and the status patch."""
-    objects = helm_cli.template()
+@pytest.mark.parametrize("namespaced", [False, True], ids=["cluster-wide", "namespaced"])
+def test_rbac_covers_exactly_the_kinds_the_operator_touches(helm_cli, namespaced):
+    """kube.PATHS lists every kind the operator reads or writes; kopf adds Events, the status patch and
+    its observation of CRDs (and of Namespaces when it watches only some)."""
+    objects = helm_cli.template(*(["--set", "operator.watchNamespaces={team-a}"] if namespaced else []))
     granted = {res for rule in rbac_rules(objects) for res in rule["resources"]}
     used = {plural for _, plural in kube.PATHS.values()}
-    assert granted == used | {"optimizedtransformers/status", "events", "customresourcedefinitions"}
+    kopf = {"optimizedtransformers/status", "events", "customresourcedefinitions"}
+    assert granted == used | kopf | ({"namespaces"} if namespaced else set())
     for rule in rbac_rules(objects):
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
         assert set(rule["verbs"]) <= {"get", "list", "watch", "create", "patch", "delete"}, rule
@@ -509,6 +519,6 @@ def test_installed_operator_reconciles_with_its_namespaced_rbac_and_no_more(
     assert not can_i(control_plane, token, "delete", "jobs.batch", "-n", watched)
     assert can_i(control_plane, token, "get", "customresourcedefinitions/scaledobjects.keda.sh")
     assert not can_i(control_plane, token, "get", "customresourcedefinitions/stages.kwok.x-k8s.io")
-    assert not can_i(control_plane, token, "list", "customresourcedefinitions")
+    assert not can_i(control_plane, token, "get", "namespaces", "-n", other)
     refused = kubectl_as(control_plane, token, "get", "secrets", "-n", other)
     assert refused.returncode != 0 and "forbidden" in refused.stderr, refused.stderr
