@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -86,14 +87,20 @@ def by_kind(objects: list[Obj], kind: str) -> list[Obj]:
     return [o for o in objects if o["kind"] == kind]
 
 
+def workload(objects: list[Obj]) -> Obj:
+    """The operator's Deployment (one replica) or StatefulSet (peering)."""
+    (found,) = by_kind(objects, "Deployment") + by_kind(objects, "StatefulSet")
+    return found
+
+
 def operator_container(objects: list[Obj]) -> Obj:
-    (deployment,) = by_kind(objects, "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = workload(objects)["spec"]["template"]["spec"]["containers"]
     return container
 
 
 def env_of(container: Obj) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    """The literal environment (entries from the downward API left out)."""
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 # ----- static: lint, render, schema, CRDs -----
@@ -126,7 +133,8 @@ def test_rendered_objects_are_valid_kubernetes(helm_cli, case):
             continue  # kopf's peering objects: no schema beyond the chart's own CRD (an open object)
         kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=True)
     kinds = {o["kind"] for o in objects}
-    assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment", "Pod"} <= kinds
+    assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Pod"} <= kinds
+    assert workload(objects)["kind"] == ("StatefulSet" if "peering" in case else "Deployment")
 
 
 def test_cluster_wide_by_default(helm_cli):
@@ -192,7 +200,13 @@ def test_more_replicas_turn_on_kopf_peering(helm_cli, namespaces):
     if namespaces:
         values += ["--set", f"operator.watchNamespaces={{{','.join(namespaces)}}}"]
     objects = helm_cli.template(*values)
-    assert env_of(operator_container(objects))["KUBEFORMER_PEERING"] == "kf-kubeformer"
+    container = operator_container(objects)
+    assert env_of(container)["KUBEFORMER_PEERING"] == "kf-kubeformer"
+    # kopf pauses every peer that shares its priority: each replica gets its pod index.
+    (priority,) = [e for e in container["env"] if e["name"] == "KUBEFORMER_PEERING_PRIORITY"]
+    field = priority["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert workload(objects)["spec"]["podManagementPolicy"] == "Parallel"
     if namespaces:
         peerings = by_kind(objects, "KopfPeering")
         assert {p["metadata"]["namespace"] for p in peerings} == set(namespaces)
@@ -204,19 +218,21 @@ def test_more_replicas_turn_on_kopf_peering(helm_cli, namespaces):
         rules = by_kind(objects, "ClusterRole")[0]["rules"]
         plural = "clusterkopfpeerings"
     kopf_rules = [r for r in rules if r["apiGroups"] == ["kopf.dev"]]
-    assert len(kopf_rules) == max(1, len(namespaces))
-    assert all(rule == kopf_rules[0] for rule in kopf_rules)
-    assert kopf_rules[0] == {
-        "apiGroups": ["kopf.dev"],
-        "resources": [plural],
-        "resourceNames": ["kf-kubeformer"],
-        "verbs": ["get", "list", "watch", "patch"],
-    }
+    assert kopf_rules == max(1, len(namespaces)) * [
+        {"apiGroups": ["kopf.dev"], "resources": [plural], "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": [plural],
+            "resourceNames": ["kf-kubeformer"],
+            "verbs": ["get", "patch"],
+        },
+    ]
 
 
 def test_operator_pod_is_locked_down(helm_cli):
     objects = helm_cli.template()
     (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two standalone operators
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "kf-kubeformer"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -408,12 +424,14 @@ def install(control_plane: ControlPlane, helm_cli: Helm, tmp_path: Path) -> Iter
         )
 
 
-def installed_operator(plane: ControlPlane, release: Release) -> tuple[dict[str, str], list[str]]:
-    """The KUBEFORMER_* environment and the arguments of the Deployment helm installed."""
-    deployment = yaml.safe_load(
-        plane.kubectl("get", "deployment", release.account, "-n", release.namespace, "-o", "yaml").stdout
+def installed_operator(
+    plane: ControlPlane, release: Release, kind: str = "deployment"
+) -> tuple[dict[str, str], list[str]]:
+    """The literal KUBEFORMER_* environment and the arguments of the workload helm installed."""
+    installed = yaml.safe_load(
+        plane.kubectl("get", kind, release.account, "-n", release.namespace, "-o", "yaml").stdout
     )
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = installed["spec"]["template"]["spec"]["containers"]
     return env_of(container), container["args"]
 
 
@@ -428,8 +446,9 @@ def run_here(release: Release, env: dict[str, str], args: list[str], log: Path, 
 
 
 def assert_no_refusals(operator: Operator) -> None:
-    logs = operator.logs()
-    assert "Forbidden" not in logs and "forbidden" not in logs, logs[-4000:]
+    """No request of the operator (or of kopf for it) was refused by RBAC."""
+    refused = re.findall(r'User "system:serviceaccount:[^"]+" cannot [^"]+', operator.logs())
+    assert not refused, sorted(set(refused))
 
 
 def prebuild_for(spec: Obj, name: str, namespace: str, env: dict[str, str], s3_server, monkeypatch) -> str:
@@ -522,3 +541,71 @@ def test_installed_operator_reconciles_with_its_namespaced_rbac_and_no_more(
     assert not can_i(control_plane, token, "get", "namespaces", "-n", other)
     refused = kubectl_as(control_plane, token, "get", "secrets", "-n", other)
     assert refused.returncode != 0 and "forbidden" in refused.stderr, refused.stderr
+
+
+def test_cluster_wide_peering_install_elects_one_replica_with_the_tokens_rights(
+    control_plane, install, make_namespace, tmp_path
+):
+    """replicas: 2 -> a StatefulSet and a ClusterKopfPeering; two operators run here with the token and
+    the priorities the pods' index labels give them: the higher one reconciles, the other stands by."""
+    system, watched = make_namespace(labels=RESTRICTED), make_namespace(labels=RESTRICTED)
+    release = install(system, "--set", "operator.replicas=2")
+    env, args = installed_operator(control_plane, release, "statefulset")
+    assert env["KUBEFORMER_PEERING"] == release.account and args == ["--liveness=http://0.0.0.0:8081/healthz"]
+    control_plane.kubectl("get", "clusterkopfpeering", release.account)
+    pods = yaml.safe_load(
+        control_plane.kubectl(
+            "get", "pods", "-n", system, "-l", "app.kubernetes.io/component=operator", "-o", "yaml"
+        ).stdout
+    )["items"]
+    priorities = sorted(int(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"]) for p in pods)
+    assert priorities == [0, 1]
+
+    replicas = []
+    try:
+        # The leader first, as a rollout of a running StatefulSet would leave it; the follower, started
+        # second, finds a live peer of higher priority and never acts.
+        for priority in reversed(priorities):
+            log = tmp_path / f"replica-{priority}.log"
+            replicas.append(run_here(release, env, args, log, KUBEFORMER_PEERING_PRIORITY=str(priority)))
+        # No Secret: the reconcile reads it (get), finds nothing, and writes status Pending.
+        control_plane.apply(
+            {
+                "apiVersion": f"{names.GROUP}/{names.VERSION}",
+                "kind": names.KIND,
+                "metadata": {"name": "no-secret", "namespace": watched},
+                "spec": {
+                    "model": {"source": "hf://org/model", "task": "text-classification"},
+                    "storage": {"uri": "s3://bucket/prefix", "secretRef": "missing"},
+                },
+            }
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            got = yaml.safe_load(
+                control_plane.kubectl("get", "ot", "no-secret", "-n", watched, "-o", "yaml").stdout
+            )
+            if (got.get("status") or {}).get("phase") == "Pending":
+                break
+            time.sleep(0.5)
+        assert (got.get("status") or {}).get("phase") == "Pending", got.get("status")
+        leader, follower = (
+            r.metrics().get("kubeformer_reconcile_duration_seconds_count", 0) for r in replicas
+        )
+        assert leader > 0 and follower == 0
+        for replica in replicas:
+            assert_no_refusals(replica)
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+    token = release.token
+    assert can_i(control_plane, token, "list", "optimizedtransformers.kubeformer.dev", "--all-namespaces")
+    assert can_i(control_plane, token, "get", "secrets", "-n", watched)
+    assert not can_i(control_plane, token, "list", "secrets", "--all-namespaces")
+    assert can_i(control_plane, token, "patch", f"clusterkopfpeerings.kopf.dev/{release.account}")
+    assert not can_i(control_plane, token, "patch", "clusterkopfpeerings.kopf.dev/someone-else")
+    assert not can_i(control_plane, token, "list", "namespaces")  # kopf needs them only with --namespace
+    assert not can_i(control_plane, token, "delete", "nodes")
+    assert not can_i(control_plane, token, "create", "clusterroles.rbac.authorization.k8s.io")
+    assert not can_i(control_plane, token, "impersonate", "serviceaccounts", "-n", watched)
