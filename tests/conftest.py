@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.operator",
     "tests.fixtures.prometheus",
+    "tests.fixtures.helm",
 ]

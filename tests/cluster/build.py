@@ -211,9 +211,9 @@ def _read_required_go_mod(build: GoBuild, cwd: Path) -> tuple[str | None, list[s
     return go_version, staging
 
 
-def _go(args: list[str], cwd: Path, go_mod: str) -> str:
+def _go(args: list[str], cwd: Path, go_mod: str, extra_env: dict[str, str] | None = None) -> str:
     # nice: other work shares this machine's few cores; the build can wait for them.
-    env = {**os.environ, "CGO_ENABLED": "0", "GOWORK": "off"}
+    env = {**os.environ, "CGO_ENABLED": "0", "GOWORK": "off", **(extra_env or {})}
     proc = subprocess.run(
         ["nice", "-n", "10", "go", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
