@@ -39,7 +39,7 @@ from tests.fixtures.operator import REPO, RESTRICTED, Operator, Transformers
 # Fixtures of the operator tests, reused: a spec for a tiny model stored in the test SeaweedFS.
 from tests.integration.test_operator import bucket, spec_for  # noqa: F401
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("without_session_operator")]
 
 CHART = REPO / "helm" / "kubeformer"
 # The Kubernetes version whose OpenAPI schemas rendered objects must satisfy: the control plane's

@@ -342,7 +342,9 @@ def test_chart_renders_the_monitoring_objects(tmp_path):
     off = subprocess.run(
         [str(HELM), "template", "rel", str(CHART)], capture_output=True, text=True, check=True
     ).stdout
-    assert "monitoring.coreos.com" not in off and "grafana_dashboard" not in off
+    kinds = {(o["apiVersion"], o["kind"]) for o in yaml.safe_load_all(off) if o}
+    assert not any(api.startswith("monitoring.coreos.com/") for api, _ in kinds)
+    assert "grafana_dashboard" not in off
 
 
 # ---------------------------------------------------------------- live: Prometheus, Triton, operator metrics

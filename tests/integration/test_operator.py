@@ -294,7 +294,14 @@ def test_deletion_removes_children_and_artifacts_only_when_asked(
 
 
 def test_with_peering_only_the_highest_priority_replica_acts(
-    control_plane, operator, transformers, spec_for, s3_server, monkeypatch, tmp_path
+    control_plane,
+    operator,
+    transformers,
+    spec_for,
+    s3_server,
+    monkeypatch,
+    tmp_path,
+    without_session_operator,
 ):
     control_plane.apply(*yaml.safe_load_all(PEERING_CRDS.read_text()))
     control_plane.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev")
@@ -309,7 +316,6 @@ def test_with_peering_only_the_highest_priority_replica_acts(
         )
         for priority in (10, 5)
     ]
-    operator.stop()  # the session's standalone operator would act regardless of peers
     try:
         for replica in replicas:
             replica.start()
@@ -324,7 +330,6 @@ def test_with_peering_only_the_highest_priority_replica_acts(
     finally:
         for replica in replicas:
             replica.stop()
-        operator.start()
 
 
 def test_build_job_deleted_by_hand_is_recreated(transformers, spec_for, kwok_stage):
