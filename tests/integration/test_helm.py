@@ -159,6 +159,12 @@ def test_cluster_wide_by_default(helm_cli):
     ]
 
 
+def test_the_chart_pod_monitor_turns_per_model_service_monitors_off(helm_cli):
+    scraped_once = helm_cli.template("--set", "monitoring.tritonMonitor.enabled=true")
+    assert env_of(operator_container(scraped_once))["KUBEFORMER_SERVICE_MONITOR"] == "false"
+    assert env_of(operator_container(helm_cli.template()))["KUBEFORMER_SERVICE_MONITOR"] == "auto"
+
+
 def test_watch_namespaces_get_roles_and_namespace_arguments(helm_cli):
     objects = helm_cli.template(
         "--set",
