@@ -128,7 +128,8 @@ def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def run(count: int, timeout: float) -> dict:
+def run(count: int, timeout: float, churn_minutes: int) -> dict:
+    churned = churn_minutes * max(1, count // 10)  # objects created during the churn
     with tempfile.TemporaryDirectory(prefix="kubeformer-bench-operator-") as scratch:
         root = Path(scratch)
         plane = ControlPlane(root / "control-plane", ensure_binaries(print), audit=True).start()
@@ -137,14 +138,14 @@ def run(count: int, timeout: float) -> dict:
                 bucket = s3.new_bucket()
                 model = make_tiny_model("bert", Task.TEXT_CLASSIFICATION, root / "model")
                 spec = spec_for(model, bucket, s3)
-                stage_artifacts(spec, count, root, s3)
+                stage_artifacts(spec, count + churned, root, s3)
                 plane.apply(yaml.safe_load(CRD_FILE.read_text()))
                 plane.kubectl(
                     "wait", "--for=condition=Established", "crd/optimizedtransformers.kubeformer.dev"
                 )
                 plane.create_namespace(NAMESPACE)
                 # kwok nodes hold 250 pods each; one more node than the serving pods need.
-                plane.apply(*(kwok.fake_node(f"kwok-bench-{i}") for i in range(count // 250 + 1)))
+                plane.apply(*(kwok.fake_node(f"kwok-bench-{i}") for i in range(2 * count // 250 + 1)))
                 secret = {
                     "apiVersion": "v1",
                     "kind": "Secret",
@@ -157,30 +158,48 @@ def run(count: int, timeout: float) -> dict:
                 )
                 operator.start()
                 try:
-                    return measure(plane, operator, spec, count, timeout)
+                    result = measure(plane, operator, spec, count, timeout)
+                    if churn_minutes:
+                        result["churn"] = churn(plane, spec, count, churn_minutes, timeout)
+                        result["operator_peak_rss_mb"] = round(peak_rss_mb(operator.process.pid), 1)
+                    return result
                 finally:
                     operator.stop()
         finally:
             plane.stop()
 
 
-def measure(plane: ControlPlane, operator: Operator, spec: dict, count: int, timeout: float) -> dict:
-    objects = [
-        {
-            "apiVersion": f"{names.GROUP}/{names.VERSION}",
-            "kind": names.KIND,
-            "metadata": {"name": f"ot-{i}", "namespace": NAMESPACE},
-            "spec": spec,
-        }
-        for i in range(count)
-    ]
-    began = time.time()
-    plane.apply(*objects)
-    applied = time.time() - began
-    first_ready, ready = None, 0
+def transformer(name: str, spec: dict) -> dict:
+    return {
+        "apiVersion": f"{names.GROUP}/{names.VERSION}",
+        "kind": names.KIND,
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+def phases(plane: ControlPlane) -> dict[str, str]:
+    listed = json.loads(plane.kubectl("get", "ot", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    return {o["metadata"]["name"]: (o.get("status") or {}).get("phase", "") for o in listed}
+
+
+def wait_all_ready(plane: ControlPlane, expected: set[str], began: float, timeout: float) -> dict[str, str]:
+    seen: dict[str, str] = {}
     while time.time() - began < timeout:
-        listed = json.loads(plane.kubectl("get", "ot", "-n", NAMESPACE, "-o", "json").stdout)["items"]
-        ready = sum(1 for o in listed if (o.get("status") or {}).get("phase") == "Ready")
+        seen = phases(plane)
+        if set(seen) == expected and all(phase == "Ready" for phase in seen.values()):
+            break
+        time.sleep(0.5)
+    return seen
+
+
+def measure(plane: ControlPlane, operator: Operator, spec: dict, count: int, timeout: float) -> dict:
+    began = time.time()
+    plane.apply(*(transformer(f"ot-{i}", spec) for i in range(count)))
+    applied = time.time() - began
+    first_ready = None
+    while time.time() - began < timeout:
+        ready = sum(1 for phase in phases(plane).values() if phase == "Ready")
         if ready and first_ready is None:
             first_ready = time.time() - began
         if ready == count:
@@ -208,13 +227,56 @@ def measure(plane: ControlPlane, operator: Operator, spec: dict, count: int, tim
     }
 
 
+def churn(plane: ControlPlane, spec: dict, count: int, minutes: int, timeout: float) -> dict:
+    """Each minute: a serving change to 10% of the objects, 10% deleted and as many new ones created.
+
+    Afterwards every remaining object must be Ready with its latest spec, and nothing of a deleted
+    one may be left (its Deployment goes with it through the garbage collector).
+    """
+    live, deleted, next_index, step = [f"ot-{i}" for i in range(count)], [], count, max(1, count // 10)
+    began = time.time()
+    for minute in range(minutes):
+        tick = time.time()
+        updated, removed = live[:step], live[step : 2 * step]
+        changed = {**spec, "serving": {**spec["serving"], "replicas": 1 + (minute + 1) % 2}}
+        plane.apply(*(transformer(name, changed) for name in updated))
+        plane.kubectl("delete", "ot", "-n", NAMESPACE, "--wait=false", *removed)
+        created = [f"ot-{i}" for i in range(next_index, next_index + step)]
+        next_index += step
+        plane.apply(*(transformer(name, spec) for name in created))
+        live = live[2 * step :] + updated + created
+        deleted += removed
+        time.sleep(max(0.0, 60 - (time.time() - tick)))
+    settle = time.time()
+    seen = wait_all_ready(plane, set(live), settle, timeout)
+    stuck = sorted(name for name in live if seen.get(name) != "Ready")
+    selector = ",".join(f"{k}={v}" for k, v in names.OWNED.items())
+    deployments = json.loads(
+        plane.kubectl("get", "deploy", "-n", NAMESPACE, "-l", selector, "-o", "json").stdout
+    )["items"]
+    owners = {d["metadata"]["labels"].get(names.TRANSFORMER) for d in deployments}
+    return {
+        "minutes": minutes,
+        "updated_per_minute": step,
+        "deleted_per_minute": step,
+        "created_per_minute": step,
+        "objects_at_end": len(live),
+        "stuck": stuck,
+        "leftover_objects_of_deleted": sorted(set(deleted) & (owners | set(seen))),
+        "settle_seconds": round(time.time() - settle, 2),
+        "total_seconds": round(time.time() - began, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--churn-minutes", type=int, default=0, help="then churn 10%% per minute")
     args = parser.parse_args()
-    result = run(args.objects, args.timeout)
-    out = HERE / "results" / f"{args.objects}.json"
+    result = run(args.objects, args.timeout, args.churn_minutes)
+    suffix = f"-churn{args.churn_minutes}" if args.churn_minutes else ""
+    out = HERE / "results" / f"{args.objects}{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

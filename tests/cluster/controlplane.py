@@ -126,6 +126,19 @@ class ControlPlane:
         self.kubeconfig.write_bytes(self._admin_kubeconfig.read_bytes())
         self.kubeconfig.chmod(0o600)
 
+    def restart_apiserver(self) -> float:
+        """Stop kube-apiserver and start it again on the same port and etcd, as a crash or an upgrade
+        looks to clients: every watch breaks, requests fail until it is back. Returns the seconds it
+        took to be ready again."""
+        began = time.monotonic()
+        old = next(c for c in self._components if c.name == "kube-apiserver")
+        stop_all(self.state_dir, [old.name])
+        self._components.remove(old)
+        apiserver = self._launch(old.name, list(old.process.args))
+        readyz = lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0  # noqa: E731
+        wait_until(readyz, "kube-apiserver /readyz after a restart", [apiserver], START_TIMEOUT_SECONDS)
+        return time.monotonic() - began
+
     def _start_etcd(self) -> str:
         client, peer = free_port(), free_port()
         url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"

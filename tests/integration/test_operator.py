@@ -386,3 +386,44 @@ def test_unreachable_storage_or_missing_secret_is_pending_with_the_cause(transfo
     missing = transformers.wait_phase("nosecret", "Pending")
     assert f"Secret {transformers.namespace}/absent does not exist" in missing["status"]["message"]
     assert transformers.jobs("nos3") == [] and transformers.jobs("nosecret") == []
+
+
+def test_operator_follows_changes_after_an_api_server_restart(
+    control_plane, transformers, spec_for, s3_server, monkeypatch
+):
+    spec = spec_for()
+    prebuild(spec, "survivor", transformers.namespace, s3_server, monkeypatch)
+    transformers.create("survivor", spec)
+    transformers.wait_phase("survivor", "Ready")
+    control_plane.restart_apiserver()
+    transformers.patch_spec("survivor", {"serving": {"replicas": 2}})
+    transformers.wait(
+        "survivor",
+        lambda o: o["status"].get("replicas") == 2 and o["status"]["phase"] == "Ready",
+        "2 ready replicas after the restart",
+        timeout=120,
+    )
+    assert transformers.jobs("survivor") == []
+
+
+def test_concurrent_writers_never_make_the_status_lie(
+    transformers, spec_for, s3_server, monkeypatch, operator
+):
+    """Another client keeps updating the object while the operator reconciles: status writes are
+    merge patches of the status subresource, so neither side gets a 409 and the end state is right."""
+    spec = spec_for()
+    prebuild(spec, "contended", transformers.namespace, s3_server, monkeypatch)
+    transformers.create("contended", spec)
+    for round in range(20):
+        transformers.custom.patch_namespaced_custom_object(
+            names.GROUP,
+            names.VERSION,
+            transformers.namespace,
+            names.PLURAL,
+            "contended",
+            {"metadata": {"labels": {"round": str(round)}}},
+        )
+    ready = transformers.wait_phase("contended", "Ready")
+    assert ready["metadata"]["labels"]["round"] == "19"
+    assert ready["status"]["observedGeneration"] == ready["metadata"]["generation"]
+    assert "409" not in operator.logs() and "Conflict" not in operator.logs()
