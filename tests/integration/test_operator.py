@@ -183,8 +183,8 @@ def test_build_path_runs_the_jobs_command_and_reports_its_benchmark(
         "BuildSucceeded"
     ] == "BuildComplete"
     assert len(transformers.jobs("built")) == 1
-    reasons = {e["reason"] for e in transformers.events("built")}
-    assert {"BuildRunning", "Available"} <= reasons
+    for reason in ("BuildRunning", "Available"):
+        transformers.wait_event("built", lambda e, reason=reason: e["reason"] == reason, f"reason {reason}")
     assert operator.metrics()[succeeded] == builds_before + 1
 
 
@@ -237,8 +237,11 @@ def test_job_failure_reports_the_builders_message_and_does_not_retry(
 
     failed = transformers.wait_phase("broken", "Failed", timeout=90)
     assert failure["message"] in failed["status"]["message"]
-    warnings = [e for e in transformers.events("broken") if e["type"] == "Warning"]
-    assert any(failure["message"] in e["message"] for e in warnings)
+    transformers.wait_event(
+        "broken",
+        lambda e: e["type"] == "Warning" and failure["message"] in e["message"],
+        "the builder's message as a Warning",
+    )
     time.sleep(3)  # a retry would have created a second Job by now
     assert len(transformers.jobs("broken")) == 1
     assert transformers.get("broken")["status"]["phase"] == "Failed"
