@@ -219,6 +219,7 @@ def fetch_args(spec: TransformerSpec, target: Target) -> list[str]:
         "fetch",
         target.artifact_uri,
         ARTIFACT_DIR,
+        "--replace",  # a restarted init container finds the previous attempt's files in the emptyDir
         f"--instance-kind={'gpu' if uses_gpu(spec) else 'cpu'}",
         f"--instances={serving.instances}",
         f"--max-queue-delay-us={serving.max_queue_delay_us}",

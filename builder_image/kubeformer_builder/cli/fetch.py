@@ -24,13 +24,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("dest", type=Path, help="new or empty directory to fetch into")
     parser.add_argument("--s3-endpoint", help="S3 endpoint URL (credentials: AWS_* environment variables)")
+    parser.add_argument(
+        "--replace", action="store_true", help="DEST is ours: remove what an earlier attempt left there first"
+    )
     add_override_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from kubeformer_builder.serving.overrides import InstanceKind, apply_overrides, has_gpu
 
-    manifest = fetch_artifact_to(args.source, args.dest, args.s3_endpoint)
+    manifest = fetch_artifact_to(args.source, args.dest, args.s3_endpoint, replace=args.replace)
     overrides = overrides_from_args(args)
     # An init container sees no GPU even when Triton's container gets one: an explicit kind is trusted.
     gpu = overrides.instance_kind is InstanceKind.GPU or (

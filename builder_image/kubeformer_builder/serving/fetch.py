@@ -9,14 +9,17 @@ from kubeformer_builder.errors import ArtifactError
 from kubeformer_builder.manifest import Manifest, verify_artifact
 
 
-def fetch_artifact_to(source: str, dest: Path, s3_endpoint: str | None) -> Manifest:
+def fetch_artifact_to(source: str, dest: Path, s3_endpoint: str | None, replace: bool = False) -> Manifest:
     """Download (s3://) or copy (a directory or file://) `source` into `dest`, then verify it there.
 
     Verification runs on the fetched copy, the bytes Triton will read; a bad file raises ArtifactError
-    naming it.
+    naming it. `replace`: `dest` is this fetch's own directory and whatever an earlier attempt left
+    there goes first (an init container restarted after S3 failed mid-download finds its files).
     """
     if dest.exists() and any(dest.iterdir()):
-        raise ArtifactError(f"{dest}: destination is not empty; fetch into a new or empty directory")
+        if not replace:
+            raise ArtifactError(f"{dest}: destination is not empty; fetch into a new or empty directory")
+        shutil.rmtree(dest)
     if source.startswith("s3://"):
         from kubeformer_builder.storage import download_prefix  # boto3 only when S3 is used
 
