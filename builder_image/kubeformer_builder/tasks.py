@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from kubeformer_builder.config import Task
-from kubeformer_builder.errors import UnsupportedModelError
+from kubeformer_builder.errors import SourceError, UnsupportedModelError
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,19 @@ def _auto_class(task: Task):
 
 def load_model(model_dir: Path, task: Task) -> torch.nn.Module:
     """Load for the task with eager attention (the fusable graph); refuse a model without the head."""
+    from safetensors import SafetensorError
+
     auto = _auto_class(task)
     try:
         model, info = auto.from_pretrained(model_dir, attn_implementation="eager", output_loading_info=True)
     except ValueError as exc:
         raise UnsupportedModelError(f"model.task: {task.value} does not fit this model: {exc}") from exc
+    except (SafetensorError, OSError, RuntimeError, EOFError) as exc:  # truncated or corrupt weights
+        weights = sorted(p.name for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin"))
+        raise SourceError(
+            f"model.source: the weights in {model_dir} ({', '.join(weights) or 'none found'}) cannot be "
+            f"read, the files may be truncated or corrupt: {type(exc).__name__}: {exc}"
+        ) from exc
     missing_head = [key for key in info.get("missing_keys", ()) if key.split(".")[0] in _HEAD_FRAGMENTS]
     if task is not Task.FEATURE_EXTRACTION and missing_head:
         raise UnsupportedModelError(

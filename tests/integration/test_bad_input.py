@@ -1,6 +1,7 @@
 """Bad input reaches the user as one line naming the cause, a non-zero exit, and nothing partial."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -129,3 +130,13 @@ def test_fp16_without_a_gpu_is_refused(tiny_model, tmp_path):
 def test_tensorrt_without_a_gpu_is_refused(tmp_path):
     result = kubeformer(*build_args("file:///m", tmp_path / "out", "--backend", "tensorrt"))
     assert_refused(result, 8, "optimization.backend: tensorrt needs")
+
+
+def test_truncated_weights_are_named(tiny_model, tmp_path):
+    model = tmp_path / "truncated"
+    shutil.copytree(tiny_model("bert", Task.TEXT_CLASSIFICATION), model)
+    (weights,) = model.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    result = kubeformer(*build_args(f"file://{model}", tmp_path / "out"))
+    assert_refused(result, 3, weights.name)
+    assert not (tmp_path / "out" / "manifest.json").exists()
