@@ -109,8 +109,6 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ObjectLocks:
 
     def on_delete_transformer(spec: Any, namespace: str, name: str, **_: Any) -> None:
         """Only registered as needing a finalizer while deleteOnRemoval is true (see `when`)."""
-        locks.forget(namespace, name)
-        metrics.set_phase(namespace, name, None)
         try:
             parsed = parse_spec(dict(spec), name)
         except SpecError:
@@ -130,7 +128,11 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ObjectLocks:
         retries=10,
         when=lambda spec, **_: bool((spec.get("storage") or {}).get("deleteOnRemoval")),
     )(on_delete_transformer)
-    kopf.on.delete(*RESOURCE, registry=registry, id="forget", optional=True)(
-        lambda namespace, name, **_: (locks.forget(namespace, name), metrics.set_phase(namespace, name, None))
-    )
+
+    def on_delete_forget(namespace: str, name: str, **_: Any) -> None:
+        """Every deleted object, finalizer or not: drop its lock and its phase from the gauge."""
+        locks.forget(namespace, name)
+        metrics.set_phase(namespace, name, None)
+
+    kopf.on.delete(*RESOURCE, registry=registry, id="forget", optional=True)(on_delete_forget)
     return locks

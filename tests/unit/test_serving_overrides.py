@@ -15,15 +15,20 @@ from tests.unit.test_triton_repository import make_spec
 Group = model_config_pb2.ModelInstanceGroup
 
 
-@pytest.fixture
-def repository(tmp_path):
-    engine = tmp_path / "model.onnx"
+def stub_repository(root, spec, engine_name: str = "model.onnx"):
+    """A repository written from a one-byte engine and an empty tokenizer: configs are what matter."""
+    engine = root / engine_name
     engine.write_bytes(b"x")
-    tokenizer = tmp_path / "tok"
+    tokenizer = root / "tok"
     tokenizer.mkdir()
     (tokenizer / "tokenizer.json").write_text("{}")
-    write_repository(make_spec(), engine, tokenizer, tmp_path / "repo")
-    return tmp_path / "repo"
+    write_repository(spec, engine, tokenizer, root / "repo")
+    return root / "repo"
+
+
+@pytest.fixture
+def repository(tmp_path):
+    return stub_repository(tmp_path, make_spec())
 
 
 def read(repository, name):
@@ -67,11 +72,6 @@ def test_ragged_batches_are_allowed_only_on_the_served_copy_of_onnxruntime_engin
 
 
 def test_tensorrt_engines_cannot_be_served_by_the_local_triton(tmp_path):
-    engine = tmp_path / "model.plan"
-    engine.write_bytes(b"x")
-    tokenizer = tmp_path / "tok"
-    tokenizer.mkdir()
-    (tokenizer / "tokenizer.json").write_text("{}")
-    write_repository(make_spec(backend=Backend.TENSORRT), engine, tokenizer, tmp_path / "repo")
+    repository = stub_repository(tmp_path, make_spec(backend=Backend.TENSORRT), "model.plan")
     with pytest.raises(BackendUnavailableError, match="tensorrt_plan engine needs its native Triton backend"):
-        apply_overrides(tmp_path / "repo", Overrides(), gpu=False, ragged=True)
+        apply_overrides(repository, Overrides(), gpu=False, ragged=True)
