@@ -7,9 +7,11 @@ Validation collects every problem with its field path instead of stopping at the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
+from kubeformer_builder.build_fields import build_fields, defaults
 from kubeformer_builder.errors import ConfigError
 
 
@@ -81,11 +83,14 @@ class Range:
     def to_dict(self) -> dict[str, int]:
         return {"min": self.min, "opt": self.opt, "max": self.max}
 
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.min, self.opt, self.max)
+
 
 @dataclass(frozen=True)
 class Shapes:
-    batch: Range = Range(1, 8, 32)
-    sequence: Range = Range(1, 128, 256)
+    batch: Range
+    sequence: Range
 
     def buckets(self) -> tuple[int, ...]:
         """Sequence lengths the tokenizer pads to: powers of two from 16, capped by max."""
@@ -102,70 +107,65 @@ class Shapes:
 class Calibration:
     """Where calibration (and held-out gate) texts come from; None source = built-in corpus."""
 
-    source: str | None = None
-    column: str = "text"
-    samples: int = 256
-    method: CalibrationMethod = CalibrationMethod.PERCENTILE
+    source: str | None
+    column: str
+    samples: int
+    method: CalibrationMethod
 
 
 @dataclass(frozen=True)
 class Gate:
-    metric: GateMetric | None = None  # None: the task's natural metric
-    max_drop: float = 0.01
+    metric: GateMetric | None  # None: the task's natural metric
+    max_drop: float
 
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """S3 endpoint for model sources and outputs; credentials come from the environment only."""
+    """S3 endpoint for model sources and outputs; region (AWS_REGION) and credentials come from the
+    environment only."""
 
-    endpoint: str | None = None
-    region: str | None = None
+    endpoint: str | None
 
 
 @dataclass(frozen=True)
 class BuildConfig:
+    """A validated build; made only by `parse_build_config`, whose defaults live in build_fields.py."""
+
     source: str
     task: Task
-    backend: Backend = Backend.ONNXRUNTIME
-    precision: Precision = Precision.AUTO
-    revision: str = "main"
-    tokenizer: str | None = None
-    name: str | None = None
-    shapes: Shapes = field(default_factory=Shapes)
-    calibration: Calibration = field(default_factory=Calibration)
-    gate: Gate = field(default_factory=Gate)
-    truncation: Truncation = Truncation.TRUNCATE
-    storage: StorageConfig = field(default_factory=StorageConfig)
+    backend: Backend
+    precision: Precision
+    revision: str
+    tokenizer: str | None
+    name: str | None
+    shapes: Shapes
+    calibration: Calibration
+    gate: Gate
+    truncation: Truncation
+    storage: StorageConfig
 
 
 MAX_BATCH = 4096
 MAX_SEQUENCE = 8192
 _SOURCE_RE = re.compile(r"^(hf|s3|file)://.+")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+_PATHS = {"source": "model.source", "task": "model.task"}
 
 
-def parse_build_config(
-    *,
-    source: str,
-    task: str,
-    backend: str = "onnxruntime",
-    precision: str = "auto",
-    revision: str = "main",
-    tokenizer: str | None = None,
-    name: str | None = None,
-    batch: tuple[int, int, int] = (1, 8, 32),
-    sequence: tuple[int, int, int] = (1, 128, 256),
-    calibration_source: str | None = None,
-    calibration_column: str = "text",
-    calibration_samples: int = 256,
-    calibration_method: str = "percentile",
-    gate_metric: str | None = None,
-    max_drop: float = 0.01,
-    truncation: str = "truncate",
-    s3_endpoint: str | None = None,
-    s3_region: str | None = None,
-) -> BuildConfig:
-    """Validate raw values into a BuildConfig, raising ConfigError listing every problem."""
+def parse_build_config(**raw: Any) -> BuildConfig:
+    """Validate raw settings (keys of build_fields.build_fields()) into a BuildConfig.
+
+    A missing setting takes the table's default; an unknown key is a TypeError (a caller's bug).
+    Raises ConfigError listing every problem with its field path.
+    """
+    unknown = sorted(set(raw) - {f.key for f in build_fields()})
+    if unknown:
+        raise TypeError(f"parse_build_config: unknown settings {unknown}")
+    values = {**defaults(), **{key: value for key, value in raw.items() if value is not None}}
+    missing = [f.key for f in build_fields() if f.required and f.key not in values]
+    if missing:
+        raise ConfigError("; ".join(f"{_PATHS[key]}: required" for key in missing))
+    source, task, tokenizer, name = values["source"], values["task"], values["tokenizer"], values["name"]
     problems: list[str] = []
     for path, uri in (("model.source", source), ("model.tokenizer", tokenizer)):
         if uri is not None and not _SOURCE_RE.match(uri):
@@ -175,21 +175,24 @@ def parse_build_config(
             f"name: {name!r} must be lowercase letters, digits, '-' or '_', at most 63 characters"
         )
     parsed_task = _enum(Task, task, "model.task", problems)
-    parsed_backend = _enum(Backend, backend, "optimization.backend", problems)
-    parsed_precision = _enum(Precision, precision, "optimization.precision", problems)
-    method = _enum(CalibrationMethod, calibration_method, "optimization.calibration.method", problems)
+    parsed_backend = _enum(Backend, values["backend"], "optimization.backend", problems)
+    parsed_precision = _enum(Precision, values["precision"], "optimization.precision", problems)
+    method = _enum(
+        CalibrationMethod, values["calibration_method"], "optimization.calibration.method", problems
+    )
+    gate_metric, max_drop, samples = values["gate_metric"], values["max_drop"], values["calibration_samples"]
     metric = (
         _enum(GateMetric, gate_metric, "optimization.accuracyGate.metric", problems) if gate_metric else None
     )
-    parsed_truncation = _enum(Truncation, truncation, "truncation", problems)
-    shapes = Shapes(Range(*batch), Range(*sequence))
+    parsed_truncation = _enum(Truncation, values["truncation"], "optimization.truncation", problems)
+    shapes = Shapes(Range(*values["batch"]), Range(*values["sequence"]))
     problems += shapes.batch.problems("optimization.shapes.batch", MAX_BATCH)
     problems += shapes.sequence.problems("optimization.shapes.sequence", MAX_SEQUENCE)
-    if not isinstance(calibration_samples, int) or not 8 <= calibration_samples <= 100_000:
-        problems.append(f"optimization.calibration.samples: must be 8..100000, got {calibration_samples!r}")
-    if not 0.0 <= max_drop <= 1.0:
+    if not isinstance(samples, int) or not 8 <= samples <= 100_000:
+        problems.append(f"optimization.calibration.samples: must be 8..100000, got {samples!r}")
+    if not isinstance(max_drop, int | float) or not 0.0 <= max_drop <= 1.0:
         problems.append(f"optimization.accuracyGate.maxDrop: must be within 0..1, got {max_drop!r}")
-    if not revision:
+    if not values["revision"]:
         problems.append("model.revision: must not be empty")
     if problems:
         raise ConfigError("; ".join(problems))
@@ -198,12 +201,12 @@ def parse_build_config(
         task=parsed_task,
         backend=parsed_backend,
         precision=parsed_precision,
-        revision=revision,
+        revision=values["revision"],
         tokenizer=tokenizer,
         name=name,
         shapes=shapes,
-        calibration=Calibration(calibration_source, calibration_column, calibration_samples, method),
-        gate=Gate(metric, max_drop),
+        calibration=Calibration(values["calibration_source"], values["calibration_column"], samples, method),
+        gate=Gate(metric, float(max_drop)),
         truncation=parsed_truncation,
-        storage=StorageConfig(s3_endpoint, s3_region),
+        storage=StorageConfig(values["s3_endpoint"]),
     )

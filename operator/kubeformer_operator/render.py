@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kubeformer_builder.build_fields import build_arguments
 from kubeformer_builder.config import BuildConfig
 from kubeformer_operator import names
 from kubeformer_operator.config import Settings
@@ -42,31 +43,7 @@ class Target:
 
 def builder_args(config: BuildConfig, output: str) -> list[str]:
     """`kubeformer build` arguments that parse back into exactly `config` (tested round-trip)."""
-    args = [
-        "build",
-        config.source,
-        f"--task={config.task.value}",
-        f"--backend={config.backend.value}",
-        f"--precision={config.precision.value}",
-        f"--revision={config.revision}",
-        f"--batch={config.shapes.batch.min},{config.shapes.batch.opt},{config.shapes.batch.max}",
-        f"--sequence={config.shapes.sequence.min},{config.shapes.sequence.opt},{config.shapes.sequence.max}",
-        f"--calibration-column={config.calibration.column}",
-        f"--calibration-samples={config.calibration.samples}",
-        f"--calibration-method={config.calibration.method.value}",
-        f"--max-drop={config.gate.max_drop!r}",
-        f"--truncation={config.truncation.value}",
-        f"--output={output}",
-    ]
-    optional = {
-        "--name": config.name,
-        "--tokenizer": config.tokenizer,
-        "--calibration": config.calibration.source,
-        "--gate-metric": config.gate.metric.value if config.gate.metric else None,
-        "--s3-endpoint": config.storage.endpoint,
-    }
-    args += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
-    return args
+    return ["build", *build_arguments(config), f"--output={output}"]
 
 
 def restricted_container_security() -> Obj:

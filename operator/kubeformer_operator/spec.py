@@ -1,17 +1,18 @@
 """The OptimizedTransformer spec as frozen dataclasses, parsed once where kopf hands it over.
 
-The CRD schema already refuses malformed objects and fills in defaults; parsing here repeats the
-defaults (objects stored before a default existed) and turns the engine-changing part into the
-builder's own `BuildConfig`, so the operator and the builder validate with the same code.
+The CRD schema already refuses malformed objects and fills in defaults; the engine-changing part is
+read through the builder's table of build settings (build_fields.py, which also holds the defaults
+for objects stored before a CRD default existed) into the builder's own `BuildConfig`, so the
+operator and the builder validate with the same code.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubeformer_builder.build_fields import values_from_spec
 from kubeformer_builder.config import Backend, BuildConfig, parse_build_config
 from kubeformer_builder.errors import ConfigError
 
@@ -82,10 +83,6 @@ class TransformerSpec:
         return self.engine.backend is Backend.TENSORRT
 
 
-def _triple(raw: Raw, defaults: tuple[int, int, int]) -> tuple[int, int, int]:
-    return (raw.get("min", defaults[0]), raw.get("opt", defaults[1]), raw.get("max", defaults[2]))
-
-
 def _placement(raw: Raw) -> Placement:
     return Placement(
         resources=dict(raw.get("resources") or {}),
@@ -96,33 +93,10 @@ def _placement(raw: Raw) -> Placement:
 
 def parse_spec(raw: Raw, name: str) -> TransformerSpec:
     """Raw `spec` of the object named `name` into a TransformerSpec, or SpecError listing every problem."""
-    model, optimization = raw.get("model") or {}, raw.get("optimization") or {}
-    shapes, calibration = optimization.get("shapes") or {}, optimization.get("calibration") or {}
-    gate, storage = optimization.get("accuracyGate") or {}, raw.get("storage") or {}
-    texts = calibration.get("texts")
+    model, storage = raw.get("model") or {}, raw.get("storage") or {}
     problems = [] if storage.get("uri") else ["spec.storage.uri: required"]
     try:
-        engine = parse_build_config(
-            source=model.get("source", ""),
-            task=model.get("task", ""),
-            backend=optimization.get("backend", "onnxruntime"),
-            precision=optimization.get("precision", "auto"),
-            revision=model.get("revision", "main"),
-            tokenizer=model.get("tokenizer"),
-            name=name.replace(".", "-"),
-            batch=_triple(shapes.get("batch") or {}, (1, 8, 32)),
-            sequence=_triple(shapes.get("sequence") or {}, (1, 128, 256)),
-            # Inline texts travel as the JSON list the builder's --calibration accepts.
-            calibration_source=calibration.get("source") or (json.dumps(list(texts)) if texts else None),
-            calibration_column=calibration.get("column", "text"),
-            calibration_samples=calibration.get("samples", 256),
-            calibration_method=calibration.get("method", "percentile"),
-            gate_metric=gate.get("metric"),
-            max_drop=float(gate.get("maxDrop", 0.01)),
-            truncation=optimization.get("truncation", "truncate"),
-            s3_endpoint=storage.get("endpoint"),
-            s3_region=storage.get("region"),
-        )
+        engine = parse_build_config(**values_from_spec(raw), name=name.replace(".", "-"))
     except ConfigError as error:
         problems += [f"spec.{problem}" for problem in str(error).split("; ")]
     if problems:

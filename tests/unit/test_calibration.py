@@ -9,7 +9,7 @@ from kubeformer_builder.calibration import (
     read_texts_file,
     split_texts,
 )
-from kubeformer_builder.config import Calibration
+from kubeformer_builder.config import Calibration, CalibrationMethod
 from kubeformer_builder.errors import SourceError
 
 
@@ -66,4 +66,4 @@ def test_too_few_texts_are_refused():
 
 def test_unreadable_source_directory(tmp_path):
     with pytest.raises(SourceError, match="holds no texts"):
-        load_texts(Calibration(source="file:///empty"), tmp_path)
+        load_texts(Calibration("file:///empty", "text", 256, CalibrationMethod.PERCENTILE), tmp_path)

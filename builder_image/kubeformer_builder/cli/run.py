@@ -26,7 +26,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "model", nargs="?", help="hf://, s3:// or file:// source (default: embedded all-MiniLM-L6-v2)"
     )
     parser.add_argument("--task", default="feature-extraction", help="default: feature-extraction")
-    parser.add_argument("--precision", default="auto", help="fp32, fp16, int8 or auto (default)")
+    parser.add_argument("--precision", help="fp32, fp16, int8 or auto (default)")
     parser.add_argument("--name", help="Triton model name (default: derived from the model)")
     parser.add_argument(
         "--output", default="out/run", help="where the artifact is written (default: out/run)"
@@ -42,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     config = parse_build_config(
         source=args.model or default_model(),
         task=args.task,
-        backend="onnxruntime",
         precision=args.precision,
         name=args.name or (None if args.model else DEFAULT_NAME),
         s3_endpoint=args.s3_endpoint,
