@@ -56,7 +56,7 @@ def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0)
         workdir = Path(scratch)
         prepared = prepare(search_config, workdir, timings)
         search = VariantSearch(
-            search_config, prepared.evaluator, prepared.fused, workdir / "v", prepared.calibration
+            prepared.config, prepared.evaluator, prepared.fused, workdir / "v", prepared.calibration
         )
         search.judge(Candidate("onnxruntime-unfused", Precision.FP32, prepared.exported))
         candidates = search.run()  # includes the unfused reference judged above

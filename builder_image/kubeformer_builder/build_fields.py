@@ -25,20 +25,20 @@ from typing import Any
 REQUIRED = object()  # default of a setting every build must name
 
 
-def parse_triple(text: str) -> tuple[int, int, int]:
-    """'MIN,OPT,MAX' as three integers (argparse type of the shape flags)."""
+def parse_triple(text: str) -> tuple[int, int, int | None]:
+    """'MIN,OPT,MAX' as three integers, or 'MIN,OPT' with MAX unset (argparse type of the shape flags)."""
     try:
         numbers = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected MIN,OPT,MAX integers") from None
-    if len(numbers) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected three numbers MIN,OPT,MAX")
-    return numbers  # type: ignore[return-value]
+    if len(numbers) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected three numbers MIN,OPT,MAX (or MIN,OPT)")
+    return (*numbers, None) if len(numbers) == 2 else numbers  # type: ignore[return-value]
 
 
 def _format(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(str(part) for part in value)
+    if isinstance(value, tuple):  # an unset max (None, last) is left out: MIN,OPT
+        return ",".join(str(part) for part in value if part is not None)
     if isinstance(value, Enum):
         return str(value.value)
     return repr(value) if isinstance(value, float) else str(value)
@@ -181,8 +181,10 @@ def build_fields() -> tuple[BuildField, ...]:
             "sequence",
             "optimization.shapes.sequence",
             "--sequence",
-            (1, 128, 256),
-            "MIN,OPT,MAX sequence length in tokens",
+            (1, 128, None),
+            "MIN,OPT[,MAX] sequence length in tokens; MAX defaults to the model's limit (the smallest of "
+            "its position embeddings, tokenizer model_max_length and sentence-transformers max_seq_length), "
+            "OPT is clamped to it",
             _shape("sequence"),
             parse=parse_triple,
         ),

@@ -62,28 +62,31 @@ def _enum(enum: type[Enum], value: str, path: str, problems: list[str]):
 
 @dataclass(frozen=True)
 class Range:
-    """min <= opt <= max, as TensorRT optimization profiles want them."""
+    """min <= opt <= max, as TensorRT optimization profiles want them; max None = not yet known
+    (the sequence max defaults to the model's limit, set once the model is read)."""
 
     min: int
     opt: int
-    max: int
+    max: int | None
 
     def problems(self, path: str, ceiling: int) -> list[str]:
         found = []
         for name in ("min", "opt", "max"):
             value = getattr(self, name)
+            if name == "max" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 found.append(f"{path}.{name}: must be a positive integer, got {value!r}")
             elif value > ceiling:
                 found.append(f"{path}.{name}: {value} is above the limit {ceiling}")
-        if not found and not self.min <= self.opt <= self.max:
+        if not found and not self.min <= self.opt <= (self.opt if self.max is None else self.max):
             found.append(f"{path}: need min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
         return found
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | None]:
         return {"min": self.min, "opt": self.opt, "max": self.max}
 
-    def as_tuple(self) -> tuple[int, int, int]:
+    def as_tuple(self) -> tuple[int, int, int | None]:
         return (self.min, self.opt, self.max)
 
 
@@ -92,8 +95,26 @@ class Shapes:
     batch: Range
     sequence: Range
 
+    def fit_sequence(self, limit: int, why: str) -> Shapes:
+        """These shapes within a model's sequence limit: an unset max becomes the limit and opt is
+        clamped to it. Raises ConfigError when an explicit max (or min) is above the limit;
+        `why` says where the limit comes from."""
+        sequence = self.sequence
+        for name in ("max", "min"):
+            value = getattr(sequence, name)
+            if value is not None and value > limit:
+                raise ConfigError(
+                    f"optimization.shapes.sequence.{name}: {value} is above this model's limit of {limit} "
+                    f"tokens ({why}); leave max unset to serve up to {limit}, or set it at most {limit}"
+                )
+        maximum = limit if sequence.max is None else sequence.max
+        return Shapes(self.batch, Range(sequence.min, min(sequence.opt, maximum), maximum))
+
     def buckets(self) -> tuple[int, ...]:
-        """Sequence lengths the tokenizer pads to: powers of two from 16, capped by max."""
+        """Sequence lengths the tokenizer pads to: powers of two from 16, capped by max (which must
+        be resolved, see `fit_sequence`)."""
+        if self.sequence.max is None:
+            raise ValueError("Shapes.buckets: the sequence max is not resolved yet")
         lengths, length = [], 16
         while length < self.sequence.max:
             if length >= self.sequence.min:
@@ -186,6 +207,8 @@ def parse_build_config(**raw: Any) -> BuildConfig:
     )
     parsed_truncation = _enum(Truncation, values["truncation"], "optimization.truncation", problems)
     shapes = Shapes(Range(*values["batch"]), Range(*values["sequence"]))
+    if shapes.batch.max is None:
+        problems.append("optimization.shapes.batch.max: required")
     problems += shapes.batch.problems("optimization.shapes.batch", MAX_BATCH)
     problems += shapes.sequence.problems("optimization.shapes.sequence", MAX_SEQUENCE)
     if not isinstance(samples, int) or not 8 <= samples <= 100_000:

@@ -10,13 +10,13 @@ import json
 import logging
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kubeformer_builder import __version__, cachekey, calibration, inference, tasks
-from kubeformer_builder.architectures import find_architecture
-from kubeformer_builder.config import Backend, BuildConfig
+from kubeformer_builder import __version__, cachekey, calibration, inference, model_inputs, tasks
+from kubeformer_builder.architectures import Architecture, find_architecture
+from kubeformer_builder.config import MAX_SEQUENCE, Backend, BuildConfig
 from kubeformer_builder.errors import SourceError
 from kubeformer_builder.evaluation import Evaluator
 from kubeformer_builder.manifest import Manifest, list_files
@@ -63,8 +63,14 @@ def build(config: BuildConfig, output: str) -> BuildResult:
 
 @dataclass
 class Prepared:
-    """A loaded, exported and fused model with its gate inputs: what variants are built from."""
+    """A loaded, exported and fused model with its gate inputs: what variants are built from.
 
+    `config` is the build's config with the sequence shapes fitted to the model's limit: what
+    every later stage must use.
+    """
+
+    config: BuildConfig
+    sequence_limit: model_inputs.SequenceLimit
     wrapper: tasks.ExportWrapper
     tokenizer: Any
     exported: Path
@@ -72,6 +78,31 @@ class Prepared:
     fused_ops: dict[str, int]
     evaluator: Evaluator
     calibration: list[inference.Batch]
+
+
+def fit_to_model(
+    config: BuildConfig, arch: Architecture, model_dir: Path, tokenizer
+) -> tuple[BuildConfig, model_inputs.SequenceLimit]:
+    """The config with its sequence shapes within the model's limit; ConfigError when an explicit
+    max is above it. Reads only config files, so a refusal comes before any weights are loaded."""
+    from transformers import AutoConfig
+
+    limit = model_inputs.sequence_limit(
+        arch,
+        AutoConfig.from_pretrained(model_dir),
+        tokenizer.model_max_length,
+        model_inputs.read_st_max_seq_length(model_dir),
+        MAX_SEQUENCE,
+    )
+    shapes = config.shapes.fit_sequence(limit.tokens, limit.describe())
+    log.info("sequence limit %d (%s); shapes %s", limit.tokens, limit.describe(), shapes.sequence.to_dict())
+    return replace(config, shapes=shapes), limit
+
+
+def graph_inputs(path: Path) -> tuple[str, ...]:
+    import onnx
+
+    return tuple(i.name for i in onnx.load(str(path), load_external_data=False).graph.input)
 
 
 def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Prepared:
@@ -89,12 +120,19 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
         model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "")
         arch = find_architecture(model_type)
         tokenizer = load_tokenizer(AutoTokenizer, tokenizer_dir)
+        config, limit = fit_to_model(config, arch, model_dir, tokenizer)
         model = tasks.load_model(model_dir, config.task)
-        input_names = tuple(n for n in tokenizer.model_input_names if n in tasks.MODEL_INPUTS)
-        wrapper = tasks.ExportWrapper(model, config.task, input_names, tasks.read_pooling(model_dir))
+        input_names = model_inputs.select_inputs(model, tokenizer.model_input_names)
+        pooling = tasks.read_pooling(model_dir)
+        wrapper = tasks.ExportWrapper(model, config.task, input_names, pooling)
         texts = load_calibration(config, workdir)
     with stage("export", timings):
         exported = export.export_onnx(wrapper, workdir / "export", arch.opset)
+        taken = graph_inputs(exported)
+        if taken != input_names:  # the exporter prunes inputs the graph never reads
+            log.info("the exported graph reads %s of %s; serving only those", taken, input_names)
+            wrapper = tasks.ExportWrapper(model, config.task, taken, pooling)
+            input_names = taken
     with stage("optimize", timings):
         if config.backend is Backend.TENSORRT:  # TensorRT fuses itself and cannot parse ORT's contrib ops
             fused, fused_ops = exported, {}
@@ -107,7 +145,7 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
         split = calibration.split_texts(texts, config.calibration.samples)
         evaluator = Evaluator(wrapper, tokenizer, config, split.held_out)
         calib = calibration_batches(tokenizer, config, input_names, split.calibration)
-    return Prepared(wrapper, tokenizer, exported, fused, fused_ops, evaluator, calib)
+    return Prepared(config, limit, wrapper, tokenizer, exported, fused, fused_ops, evaluator, calib)
 
 
 def produce(
@@ -116,6 +154,7 @@ def produce(
     """Run every stage into `artifact`; returns the manifest (already written) and the benchmark."""
     timings: dict[str, float] = {}
     prepared = prepare(config, workdir, timings)
+    config, limit = prepared.config, prepared.sequence_limit
     with stage("variants", timings):
         baseline = prepared.evaluator.time_pytorch()
         candidates = VariantSearch(
@@ -137,6 +176,9 @@ def produce(
         "baseline_pytorch": {k: v.to_dict() for k, v in baseline.items()},
         "variants": [c.to_dict(baseline) for c in candidates],
         "fused_ops": prepared.fused_ops,
+        "model_inputs": list(prepared.wrapper.input_names),
+        "shapes": {"batch": config.shapes.batch.to_dict(), "sequence": config.shapes.sequence.to_dict()},
+        "sequence_limit": {"tokens": limit.tokens, "bounds": limit.bounds},
         "stage_seconds": timings,
         "benchmark": benchmark,
     }

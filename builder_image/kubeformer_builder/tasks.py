@@ -1,7 +1,7 @@
 """Per-task model loading and the export wrapper that gives every task fixed output names.
 
-The wrapper is what gets exported: input tensors named after the tokenizer's
-`model_input_names`, outputs named as docs/artifact-format.md says (LOGITS, EMBEDDING,
+The wrapper is what gets exported: input tensors named after the tokenizer outputs the model
+takes (`model_inputs.select_inputs`), outputs named as docs/artifact-format.md says (LOGITS, EMBEDDING,
 START_LOGITS/END_LOGITS), so the Triton repository never depends on a model's quirks.
 """
 
@@ -24,9 +24,6 @@ class Pooling:
     mode: str = "mean"  # mean | cls | max
     normalize: bool = False
 
-
-# Tokenizer outputs an encoder takes; others (e.g. special_tokens_mask) are not model inputs.
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 OUTPUT_NAMES: dict[Task, tuple[str, ...]] = {
     Task.TEXT_CLASSIFICATION: ("LOGITS",),

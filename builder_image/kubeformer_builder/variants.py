@@ -3,7 +3,8 @@
 `auto` and `int8` search int8 in rising cost: quantize everything (dynamic and static
 QDQ); if the gate fails, keep the nodes that measured most sensitive in fp32; as a last
 resort keep the FFN output projections in fp32. Every candidate, kept or rejected, goes to
-report.json with its gate numbers and latency.
+report.json with its gate numbers and latency. A candidate that cannot be built (the quantizer,
+calibration or engine build raises) is rejected with that reason: it never fails the build.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from kubeformer_builder import inference
 from kubeformer_builder.config import Backend, BuildConfig, Precision
-from kubeformer_builder.errors import BackendUnavailableError, GateError
+from kubeformer_builder.errors import BackendUnavailableError, GateError, KubeformerError
 from kubeformer_builder.evaluation import Evaluator
 from kubeformer_builder.gate import GateReport
 from kubeformer_builder.stages import quantize
@@ -41,10 +42,21 @@ class Candidate:
     engine: Path | None = None  # what ships: the ONNX itself, or the TensorRT plan built from it
     gate: GateReport | None = None
     latency: dict[str, Latency] = field(default_factory=dict)
+    error: str | None = None  # why the candidate could not be built or judged
+    nonfinite_tensors: tuple[str, ...] = ()  # activations left out of calibration (inf/NaN)
 
     @property
     def passed(self) -> bool:
-        return self.gate is not None and self.gate.passed
+        return self.error is None and self.gate is not None and self.gate.passed
+
+    def rejection(self) -> str:
+        """Why this candidate did not pass, one line for GateError and the log."""
+        if self.error is not None:
+            return f"{self.name}: could not be built ({self.error})"
+        if self.gate is None:
+            return f"{self.name}: not judged"
+        gate = self.gate
+        return f"{self.name}: {gate.metric} {gate.score:.4f}, drop {gate.drop:.4f} > {gate.max_drop}"
 
     def speedup(self, baseline: dict[str, Latency]) -> float:
         """Geometric mean of the speedups over PyTorch at single-request and batched shapes."""
@@ -57,6 +69,8 @@ class Candidate:
             "precision": self.precision.value,
             "kept_fp32_nodes": list(self.excluded),
             "gate": self.gate.to_dict() if self.gate else None,
+            "error": self.error,
+            "calibration_nonfinite_tensors": list(self.nonfinite_tensors),
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
             "speedup_vs_pytorch": round(self.speedup(baseline), 3) if self.latency else None,
         }
@@ -81,19 +95,26 @@ class VariantSearch:
         self.tried: list[Candidate] = []
 
     def judge(self, candidate: Candidate) -> Candidate:
-        run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
-        candidate.gate = self.evaluator.check(run)
-        if candidate.passed:
-            candidate.latency = self.evaluator.time_runner(run)
-        log.info(
-            "variant %s: %s %.4f (drop %.4f, max %.4f) %s",
-            candidate.name,
-            candidate.gate.metric,
-            candidate.gate.score,
-            candidate.gate.drop,
-            candidate.gate.max_drop,
-            "passed" if candidate.passed else "REJECTED",
-        )
+        if candidate.error is None:
+            try:
+                run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
+                candidate.gate = self.evaluator.check(run)
+                if candidate.passed:
+                    candidate.latency = self.evaluator.time_runner(run)
+            except KubeformerError:
+                raise
+            except Exception as exc:  # an engine that cannot be built or run rejects this candidate only
+                candidate.error = _failure(candidate.name, exc)
+        if candidate.gate is not None and candidate.error is None:
+            log.info(
+                "variant %s: %s %.4f (drop %.4f, max %.4f) %s",
+                candidate.name,
+                candidate.gate.metric,
+                candidate.gate.score,
+                candidate.gate.drop,
+                candidate.gate.max_drop,
+                "passed" if candidate.passed else "REJECTED",
+            )
         self.tried.append(candidate)
         return candidate
 
@@ -120,21 +141,35 @@ class VariantSearch:
 
     def _int8(self, kind: str, exclude: Sequence[str], label: str) -> Candidate:
         dest = self.workdir / f"int8-{kind}-{label}"
-        if kind == "dynamic":
-            path = quantize.quantize_dynamic(self.fused, dest, exclude)
-        else:
-            symmetric = self.config.backend is Backend.TENSORRT  # TensorRT wants s8 activations, zero point 0
-            path = quantize.quantize_static(
-                self.fused, dest, self.calib, self.config.calibration.method, symmetric, exclude
-            )
         suffix = "" if not exclude else f"-keep{len(exclude)}"
-        return Candidate(f"int8-{kind}{suffix}", Precision.INT8, path, tuple(exclude))
+        candidate = Candidate(f"int8-{kind}{suffix}", Precision.INT8, dest / "model.onnx", tuple(exclude))
+        try:
+            if kind == "dynamic":
+                candidate.path = quantize.quantize_dynamic(self.fused, dest, exclude)
+            else:
+                symmetric = self.config.backend is Backend.TENSORRT  # TensorRT wants s8 activations, zp 0
+                result = quantize.quantize_static(
+                    self.fused, dest, self.calib, self.config.calibration.method, symmetric, exclude
+                )
+                candidate.path, candidate.nonfinite_tensors = result.path, result.nonfinite_tensors
+                candidate.excluded += tuple(n for n in result.fp32_nodes if n not in exclude)
+        except KubeformerError:
+            raise
+        except Exception as exc:  # a quantizer or calibration failure rejects this candidate only
+            candidate.error = _failure(candidate.name, exc)
+        return candidate
 
     def int8(self) -> list[Candidate]:
         found = [self.judge(self._int8(kind, (), "all")) for kind in self.kinds]
         if any(c.passed for c in found):
             return found
-        ranking = self.rank_sensitivity()
+        try:
+            ranking = self.rank_sensitivity()
+        except KubeformerError:
+            raise
+        except Exception as exc:  # without a ranking, go straight to the last resort
+            log.warning("int8 sensitivity ranking failed, skipping it: %s", _failure("ranking", exc))
+            ranking = []
         failing = 0
         for count in _exclusion_steps(len(ranking)):
             found = self._keeping(ranking[:count])
@@ -200,10 +235,17 @@ class VariantSearch:
         return self.tried
 
 
+def _failure(name: str, exc: Exception) -> str:
+    """The reason a candidate failed, logged with its traceback."""
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    log.warning("variant %s could not be built: %s", name, reason, exc_info=exc)
+    return reason
+
+
 def _exclusion_steps(total: int) -> list[int]:
     """1, 2, 4, ... up to half of the nodes: fp32 islands cost speed, so keep them few."""
     steps, count = [], 1
-    while count <= max(1, total // 2):
+    while count <= max(1, total // 2) and count <= total:
         steps.append(count)
         count *= 2
     return steps
@@ -213,10 +255,6 @@ def choose(candidates: list[Candidate], baseline: dict[str, Latency], precision:
     """The fastest candidate that passed the gate; GateError listing every failure otherwise."""
     passing = [c for c in candidates if c.passed]
     if not passing:
-        details = "; ".join(
-            f"{c.name}: {c.gate.metric} {c.gate.score:.4f}, drop {c.gate.drop:.4f} > {c.gate.max_drop}"
-            for c in candidates
-            if c.gate
-        )
+        details = "; ".join(c.rejection() for c in candidates)
         raise GateError(f"accuracy gate: no {precision.value} variant passed ({details})")
     return max(passing, key=lambda c: c.speedup(baseline))

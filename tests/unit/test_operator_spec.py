@@ -17,7 +17,8 @@ def test_defaults_match_the_crd_defaults():
     spec = parse_spec(make_spec(), "demo")
     assert spec.engine.task is Task.TEXT_CLASSIFICATION
     assert spec.engine.backend is Backend.ONNXRUNTIME and spec.engine.precision is Precision.AUTO
-    assert (spec.engine.shapes.batch.opt, spec.engine.shapes.sequence.max) == (8, 256)
+    # an unset sequence max becomes the model's limit in the builder
+    assert (spec.engine.shapes.batch.opt, spec.engine.shapes.sequence.max) == (8, None)
     assert spec.serving.replicas == 1 and spec.serving.autoscaling is None
     assert spec.build.backoff_limit == 1 and spec.build.active_deadline_seconds == 7200
     assert spec.storage.secret_ref == "s3-creds" and not spec.storage.delete_on_removal
