@@ -140,3 +140,18 @@ def test_truncated_weights_are_named(tiny_model, tmp_path):
     result = kubeformer(*build_args(f"file://{model}", tmp_path / "out"))
     assert_refused(result, 3, weights.name)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_sequence_max_above_the_model_limit_is_refused_before_export(tiny_model, tmp_path):
+    model = tiny_model("bert-64-positions", Task.FEATURE_EXTRACTION)
+    result = kubeformer(
+        *build_args(f"file://{model}", tmp_path / "out", "--sequence", "1,32,128", task="feature-extraction")
+    )
+    assert_refused(
+        result,
+        2,
+        "optimization.shapes.sequence.max: 128 is above this model's limit of 64 tokens",
+        "position embeddings 64",
+    )
+    assert "stage export" not in result.stderr
+    assert not (tmp_path / "out").exists()
