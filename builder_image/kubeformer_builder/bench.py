@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kubeformer_builder import calibration, inference
 from kubeformer_builder.config import BuildConfig, Precision
+from kubeformer_builder.isa import host_cpu
 from kubeformer_builder.pipeline import prepare
 from kubeformer_builder.timing import Latency, measure
 from kubeformer_builder.variants import Candidate, VariantSearch
@@ -56,7 +57,12 @@ def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0)
         workdir = Path(scratch)
         prepared = prepare(search_config, workdir, timings)
         search = VariantSearch(
-            prepared.config, prepared.evaluator, prepared.fused, workdir / "v", prepared.calibration
+            prepared.config,
+            prepared.evaluator,
+            prepared.fused,
+            workdir / "v",
+            prepared.calibration,
+            host_cpu().isa,
         )
         search.judge(Candidate("onnxruntime-unfused", Precision.FP32, prepared.exported))
         candidates = search.run()  # includes the unfused reference judged above
@@ -104,6 +110,7 @@ def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0)
         "model": config.source,
         "task": config.task.value,
         "threads": inference.cpu_threads(),
+        "cpu": host_cpu().to_dict(),
         "gate": {"metric": prepared.evaluator.metric.value, "max_drop": config.gate.max_drop},
         "versions": runtime_versions(),
         "rows": [row.to_dict() for row in rows],

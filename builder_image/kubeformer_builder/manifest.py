@@ -47,6 +47,8 @@ class Manifest:
     inputs: dict[str, Any]
     versions: dict[str, Any]
     files: tuple[FileEntry, ...]
+    # The build CPU (isa.CpuInfo.to_dict()) and the int8 scheme kept; None for TensorRT builds.
+    cpu: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     schema_version: int = SCHEMA_VERSION
 
@@ -61,6 +63,7 @@ class Manifest:
             "variant": self.variant,
             "inputs": self.inputs,
             "versions": self.versions,
+            "cpu": self.cpu,
             "files": [vars(entry) for entry in self.files],
             "created": self.created,
         }
@@ -103,6 +106,7 @@ def parse_manifest(text: str, origin: str) -> Manifest:
             inputs=raw["inputs"],
             versions=raw["versions"],
             files=files,
+            cpu=raw.get("cpu"),  # absent from manifests written before it was recorded
             created=raw["created"],
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -19,6 +19,7 @@ from kubeformer_builder.architectures import Architecture, find_architecture
 from kubeformer_builder.config import MAX_SEQUENCE, Backend, BuildConfig
 from kubeformer_builder.errors import SourceError
 from kubeformer_builder.evaluation import Evaluator
+from kubeformer_builder.isa import host_cpu
 from kubeformer_builder.manifest import Manifest, list_files
 from kubeformer_builder.manifest import write_manifest as write_manifest_file
 from kubeformer_builder.progress import stage
@@ -155,13 +156,17 @@ def produce(
     timings: dict[str, float] = {}
     prepared = prepare(config, workdir, timings)
     config, limit = prepared.config, prepared.sequence_limit
+    cpu = host_cpu()
     with stage("variants", timings):
         baseline = prepared.evaluator.time_pytorch()
         candidates = VariantSearch(
-            config, prepared.evaluator, prepared.fused, workdir / "variants", prepared.calibration
+            config, prepared.evaluator, prepared.fused, workdir / "variants", prepared.calibration, cpu.isa
         ).run()
         chosen = choose(candidates, baseline, config.precision)
-        log.info("kept %s (%.2fx PyTorch)", chosen.name, chosen.speedup(baseline))
+        log.info("kept %s (%.2fx PyTorch, CPU %s)", chosen.name, chosen.speedup(baseline), cpu.isa.value)
+    cpu_block = None  # TensorRT engines run on the GPU: the CPU's ISA does not shape them
+    if config.backend is not Backend.TENSORRT:
+        cpu_block = {**cpu.to_dict(), "int8_scheme": chosen.scheme.to_dict() if chosen.scheme else None}
     versions = runtime_versions()
     if config.backend is Backend.TENSORRT:
         versions.update(zip(("gpu_arch", "tensorrt"), tensorrt_target(), strict=True))
@@ -173,6 +178,7 @@ def produce(
     report = {
         "cache_key": key,
         "kept": chosen.name,
+        "cpu": cpu_block,
         "baseline_pytorch": {k: v.to_dict() for k, v in baseline.items()},
         "variants": [c.to_dict(baseline) for c in candidates],
         "fused_ops": prepared.fused_ops,
@@ -193,6 +199,7 @@ def produce(
         inputs=inputs,
         versions=versions,
         files=list_files(artifact),
+        cpu=cpu_block,
     )
     write_manifest_file(artifact, manifest)
     return manifest, benchmark

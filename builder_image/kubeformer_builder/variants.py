@@ -1,10 +1,12 @@
 """Build the candidate variants of a requested precision and pick the one to ship.
 
-`auto` and `int8` search int8 in rising cost: quantize everything (dynamic and static
-QDQ); if the gate fails, keep the nodes that measured most sensitive in fp32; as a last
-resort keep the FFN output projections in fp32. Every candidate, kept or rejected, goes to
-report.json with its gate numbers and latency. A candidate that cannot be built (the quantizer,
-calibration or engine build raises) is rejected with that reason: it never fails the build.
+`auto` and `int8` search int8 in rising cost: quantize everything, once per int8 scheme worth
+trying on the build CPU's ISA (`quantize.schemes_for`: dynamic and static QDQ, full-range u8s8 on
+VNNI/AMX, 7-bit or u8 weights where u8s8 saturates); if the gate fails, keep the nodes that
+measured most sensitive in fp32; as a last resort keep the FFN output projections in fp32.
+Every candidate, kept or rejected, goes to report.json with its gate numbers, latency and scheme.
+A candidate that cannot be built (the quantizer, calibration or engine build raises) is rejected
+with that reason: it never fails the build.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from kubeformer_builder.config import Backend, BuildConfig, Precision
 from kubeformer_builder.errors import BackendUnavailableError, GateError, KubeformerError
 from kubeformer_builder.evaluation import Evaluator
 from kubeformer_builder.gate import GateReport
+from kubeformer_builder.isa import Isa
 from kubeformer_builder.stages import quantize
+from kubeformer_builder.stages.quantize import Int8Scheme
 from kubeformer_builder.timing import Latency
 
 log = logging.getLogger("kubeformer.variants")
@@ -44,6 +48,7 @@ class Candidate:
     latency: dict[str, Latency] = field(default_factory=dict)
     error: str | None = None  # why the candidate could not be built or judged
     nonfinite_tensors: tuple[str, ...] = ()  # activations left out of calibration (inf/NaN)
+    scheme: Int8Scheme | None = None  # how an int8 candidate was quantized
 
     @property
     def passed(self) -> bool:
@@ -71,12 +76,15 @@ class Candidate:
             "gate": self.gate.to_dict() if self.gate else None,
             "error": self.error,
             "calibration_nonfinite_tensors": list(self.nonfinite_tensors),
+            "int8_scheme": self.scheme.to_dict() if self.scheme else None,
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
             "speedup_vs_pytorch": round(self.speedup(baseline), 3) if self.latency else None,
         }
 
 
 class VariantSearch:
+    """`isa`: the integer dot-product ISA of the CPU the engine is timed on (isa.host_cpu().isa)."""
+
     def __init__(
         self,
         config: BuildConfig,
@@ -84,6 +92,7 @@ class VariantSearch:
         fused: Path,
         workdir: Path,
         calib: Sequence[inference.Batch],
+        isa: Isa,
     ):
         self.config, self.evaluator, self.fused, self.workdir, self.calib = (
             config,
@@ -92,6 +101,7 @@ class VariantSearch:
             workdir,
             calib,
         )
+        self.schemes = quantize.schemes_for(isa, config.backend is Backend.TENSORRT)
         self.tried: list[Candidate] = []
 
     def judge(self, candidate: Candidate) -> Candidate:
@@ -139,17 +149,17 @@ class VariantSearch:
         model.save_model_to_file(str(target))
         return self.judge(Candidate("fp16", Precision.FP16, target))
 
-    def _int8(self, kind: str, exclude: Sequence[str], label: str) -> Candidate:
-        dest = self.workdir / f"int8-{kind}-{label}"
+    def _int8(self, scheme: Int8Scheme, exclude: Sequence[str], label: str) -> Candidate:
+        dest = self.workdir / f"int8-{scheme.name}-{label}"
         suffix = "" if not exclude else f"-keep{len(exclude)}"
-        candidate = Candidate(f"int8-{kind}{suffix}", Precision.INT8, dest / "model.onnx", tuple(exclude))
+        name = f"int8-{scheme.name}{suffix}"
+        candidate = Candidate(name, Precision.INT8, dest / "model.onnx", tuple(exclude), scheme=scheme)
         try:
-            if kind == "dynamic":
-                candidate.path = quantize.quantize_dynamic(self.fused, dest, exclude)
+            if not scheme.static:
+                candidate.path = quantize.quantize_dynamic(self.fused, dest, scheme, exclude)
             else:
-                symmetric = self.config.backend is Backend.TENSORRT  # TensorRT wants s8 activations, zp 0
                 result = quantize.quantize_static(
-                    self.fused, dest, self.calib, self.config.calibration.method, symmetric, exclude
+                    self.fused, dest, self.calib, self.config.calibration.method, scheme, exclude
                 )
                 candidate.path, candidate.nonfinite_tensors = result.path, result.nonfinite_tensors
                 candidate.excluded += tuple(n for n in result.fp32_nodes if n not in exclude)
@@ -160,7 +170,7 @@ class VariantSearch:
         return candidate
 
     def int8(self) -> list[Candidate]:
-        found = [self.judge(self._int8(kind, (), "all")) for kind in self.kinds]
+        found = [self.judge(self._int8(scheme, (), "all")) for scheme in self.schemes]
         if any(c.passed for c in found):
             return found
         try:
@@ -177,10 +187,10 @@ class VariantSearch:
                 return self._fewest_kept(ranking, failing, count, found)
             failing = count
         ffn = quantize.ffn_output_matmuls(self.fused)
-        return [self.judge(self._int8(kind, ffn, "ffn")) for kind in self.kinds] if ffn else []
+        return [self.judge(self._int8(scheme, ffn, "ffn")) for scheme in self.schemes] if ffn else []
 
     def _keeping(self, exclude: Sequence[str]) -> list[Candidate]:
-        return [self.judge(self._int8(kind, exclude, f"top{len(exclude)}")) for kind in self.kinds]
+        return [self.judge(self._int8(scheme, exclude, f"top{len(exclude)}")) for scheme in self.schemes]
 
     def _fewest_kept(
         self, ranking: list[str], failing: int, passing: int, found: list[Candidate]
@@ -199,23 +209,20 @@ class VariantSearch:
                 failing = middle
         return found
 
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        """int8 flavours: ONNX Runtime runs dynamic and static QDQ; TensorRT only static QDQ."""
-        return ("static",) if self.config.backend is Backend.TENSORRT else ("dynamic", "static")
-
     def rank_sensitivity(self) -> list[str]:
         """Nodes ordered by the gate drop when each alone is quantized, worst first.
 
-        Measured with ONNX Runtime dynamic int8 on every backend: a fast proxy that needs no
-        calibration or engine build per node, and only has to order the nodes.
+        Measured with ONNX Runtime dynamic int8 on every backend (the first dynamic scheme listed
+        for this ISA, else u8s8): a fast proxy that needs no calibration or engine build per node,
+        and only has to order the nodes.
         """
+        proxy = next((s for s in self.schemes if not s.static), quantize.DYNAMIC_U8S8)
         nodes = quantize.quantizable_nodes(self.fused)
         log.info("measuring int8 sensitivity of %d nodes", len(nodes))
         drops = {}
         for node in tqdm(nodes, desc="int8 sensitivity", unit="node", file=sys.stderr, mininterval=2):
             others = [n for n in nodes if n != node]
-            path = quantize.quantize_dynamic(self.fused, self.workdir / "sensitivity", others)
+            path = quantize.quantize_dynamic(self.fused, self.workdir / "sensitivity", proxy, others)
             session = inference.make_session(path)
             run = partial(inference.run_session, session)
             drops[node] = self.evaluator.check(run, samples=_RANKING_BATCHES).drop

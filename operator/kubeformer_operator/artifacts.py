@@ -34,6 +34,7 @@ def find_engine(uri: str, endpoint: str | None, credentials: Credentials | None)
         size_bytes=manifest.size_bytes,
         gpu_arch=manifest.versions.get("gpu_arch"),
         tensorrt_version=manifest.versions.get("tensorrt"),
+        cpu_isa=(manifest.cpu or {}).get("isa"),
         benchmark=benchmark if isinstance(benchmark, dict) else {},
     )
 

@@ -104,6 +104,7 @@ def engine_from_status(previous: Obj) -> Engine:
         size_bytes=recorded.get("sizeBytes", 0),
         gpu_arch=recorded.get("gpuArch"),
         tensorrt_version=recorded.get("tensorrtVersion"),
+        cpu_isa=recorded.get("cpuIsa"),
         benchmark=dict(previous.get("benchmark") or {}),
     )
 

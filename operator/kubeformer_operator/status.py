@@ -79,6 +79,7 @@ class Engine:
     size_bytes: int
     gpu_arch: str | None = None
     tensorrt_version: str | None = None
+    cpu_isa: str | None = None  # the build CPU's integer dot-product ISA (onnxruntime builds)
     benchmark: Obj = field(default_factory=dict)
     cached: bool = True  # found in storage before any build of ours ran
 
@@ -166,6 +167,8 @@ def _engine_status(engine: Engine) -> Obj:
         rendered["gpuArch"] = engine.gpu_arch
     if engine.tensorrt_version:
         rendered["tensorrtVersion"] = engine.tensorrt_version
+    if engine.cpu_isa:
+        rendered["cpuIsa"] = engine.cpu_isa
     return rendered
 
 

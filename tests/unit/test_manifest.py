@@ -3,7 +3,14 @@ import json
 import pytest
 
 from kubeformer_builder.errors import ArtifactError
-from kubeformer_builder.manifest import Manifest, list_files, load_manifest, verify_artifact, write_manifest
+from kubeformer_builder.manifest import (
+    Manifest,
+    list_files,
+    load_manifest,
+    parse_manifest,
+    verify_artifact,
+    write_manifest,
+)
 
 
 def make_artifact(root):
@@ -54,3 +61,12 @@ def test_unknown_schema_version_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({**body, "schema_version": 99}))
     with pytest.raises(ArtifactError, match="schema_version 99 is not supported"):
         load_manifest(tmp_path)
+
+
+def test_cpu_block_roundtrips_and_older_manifests_have_none(tmp_path):
+    cpu = {"isa": "avx512_vnni", "flags": ["avx512_vnni"], "model": "x", "int8_scheme": None}
+    manifest = Manifest("k" * 64, "m", "feature-extraction", "onnxruntime", "fp32", "fp32", {}, {}, (), cpu)
+    assert parse_manifest(manifest.to_json(), "here").cpu == cpu
+    older = json.loads(manifest.to_json())
+    del older["cpu"]
+    assert parse_manifest(json.dumps(older), "here").cpu is None

@@ -13,6 +13,7 @@ ENGINE = Engine(
     backend="onnxruntime",
     variant="int8-dynamic",
     size_bytes=1234,
+    cpu_isa="avx512_vnni",
     benchmark={"p50Ms": 1.5, "p95Ms": 2.0, "extra": 1},
 )
 READY = DeploymentState(desired=2, ready=2, updated=2, available=True, current=True)
@@ -41,6 +42,7 @@ def test_running_build_then_ready_serving():
     assert ready["phase"] == "Ready"
     assert conditions(ready)["BuildSucceeded"]["reason"] == status.BUILD_COMPLETE
     assert ready["engine"]["precision"] == "int8" and ready["engine"]["sizeBytes"] == 1234
+    assert ready["engine"]["cpuIsa"] == "avx512_vnni" and "gpuArch" not in ready["engine"]
     assert ready["benchmark"] == {"p50Ms": 1.5, "p95Ms": 2.0}
     assert conditions(ready)["Ready"]["lastTransitionTime"] == T1
 

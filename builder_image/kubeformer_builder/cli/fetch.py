@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from kubeformer_builder import progress
 from kubeformer_builder.cli.serve import add_override_args, overrides_from_args
 from kubeformer_builder.manifest import REPOSITORY_DIR
 from kubeformer_builder.serving.fetch import fetch_artifact_to
@@ -33,6 +34,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kubeformer_builder.serving.overrides import InstanceKind, apply_overrides, has_gpu
 
+    progress.configure()  # the init container's log: a CPU unlike the build's is warned about
     manifest = fetch_artifact_to(args.source, args.dest, args.s3_endpoint, replace=args.replace)
     overrides = overrides_from_args(args)
     # An init container sees no GPU even when Triton's container gets one: an explicit kind is trusted.

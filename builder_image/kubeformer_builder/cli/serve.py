@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from kubeformer_builder import progress
 from kubeformer_builder.serving.overrides import InstanceKind, Overrides
 from kubeformer_builder.serving.serve import ServeConfig, serve
 from kubeformer_builder.serving.tritonserver import Endpoints
@@ -93,4 +94,5 @@ def serve_until_signal(config: ServeConfig) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    progress.configure()  # warnings (a CPU unlike the build's) reach stderr with a timestamp
     return serve_until_signal(serve_config(args, tuple(args.sources)))

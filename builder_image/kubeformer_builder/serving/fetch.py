@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 from kubeformer_builder.errors import ArtifactError
+from kubeformer_builder.isa import CpuInfo, host_cpu, serving_mismatch
 from kubeformer_builder.manifest import Manifest, verify_artifact
+
+log = logging.getLogger("kubeformer.fetch")
+
+
+def cpu_warning(manifest: Manifest, serving: CpuInfo) -> str | None:
+    """Why `serving` may not run the artifact as its build measured it (isa.serving_mismatch), or None.
+
+    Artifacts without a `cpu` block (TensorRT, or written before it was recorded) are not judged.
+    """
+    built = manifest.cpu
+    if not built or not built.get("isa"):
+        return None
+    scheme = built.get("int8_scheme")
+    safe = scheme is None or bool(scheme.get("saturation_safe"))
+    return serving_mismatch(built["isa"], serving.isa, safe)
+
+
+def check_cpu(manifest: Manifest, origin: str) -> None:
+    """Log a warning when this machine's CPU differs from the build CPU in what int8 relies on."""
+    warning = cpu_warning(manifest, host_cpu())
+    if warning:
+        log.warning("%s: %s", origin, warning)
 
 
 def fetch_artifact_to(source: str, dest: Path, s3_endpoint: str | None, replace: bool = False) -> Manifest:
@@ -29,4 +53,6 @@ def fetch_artifact_to(source: str, dest: Path, s3_endpoint: str | None, replace:
         if not local.is_dir():
             raise ArtifactError(f"{source}: no such artifact directory")
         shutil.copytree(local, dest, dirs_exist_ok=True)
-    return verify_artifact(dest)
+    manifest = verify_artifact(dest)
+    check_cpu(manifest, source)
+    return manifest

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kubeformer_builder.errors import ArtifactError
 from kubeformer_builder.manifest import REPOSITORY_DIR, verify_artifact
-from kubeformer_builder.serving.fetch import fetch_artifact_to
+from kubeformer_builder.serving.fetch import check_cpu, fetch_artifact_to
 from kubeformer_builder.serving.overrides import Overrides, apply_overrides, has_gpu
 from kubeformer_builder.serving.tritonserver import Endpoints, TritonServer
 
@@ -38,7 +38,7 @@ def verified_artifact(source: str, download_dir: Path, s3_endpoint: str | None) 
     path = Path(source.removeprefix("file://"))
     if not path.is_dir():
         raise ArtifactError(f"{source}: no such artifact directory")
-    verify_artifact(path)
+    check_cpu(verify_artifact(path), source)
     return path
 
 

@@ -1,9 +1,14 @@
-"""int8 quantization variants with ONNX Runtime's quantizer.
+"""int8 quantization variants with ONNX Runtime's quantizer, in the schemes the CPU runs best.
 
-CPU serving (onnxruntime backend) tries two variants and keeps the faster one that passes
-the gate: dynamic int8 (weights per-channel s8, activations quantized on the fly, fused
-Attention/EmbedLayerNorm quantized too) and static QDQ u8s8 calibrated on padded
-fixed-length samples. TensorRT wants static symmetric QDQ s8s8 with per-channel weights.
+An `Int8Scheme` is one way to quantize: dynamic (activations quantized on the fly, u8) or static
+QDQ calibrated on padded fixed-length samples; activation and weight types; per-channel weights;
+reduce_range (7-bit weights); which ops. `schemes_for` lists the schemes worth trying on a CPU's
+integer dot-product ISA (see isa.py for why): on VNNI, AMX and Arm dot product u8s8 at full range,
+as Optimum's `AutoQuantizationConfig.avx512_vnni`/`arm64` and sentence-transformers'
+`export_dynamic_quantized_onnx_model(model, "avx512_vnni")` use; on AVX2 and AVX-512 without VNNI,
+where u8s8 saturates, 7-bit weights (reduce_range) and u8u8 (Optimum's `avx2`); where the flags
+are unknown, both. The variant search times every scheme it lists and the gate judges each: the
+fastest that passes ships. TensorRT wants static symmetric QDQ s8s8 with per-channel weights.
 Nodes that hurt accuracy most can be left in fp32 (`exclude`).
 
 Static calibration copes with activations that hold inf or NaN (MPNet's relative-position
@@ -25,14 +30,70 @@ import numpy as np
 import onnx
 
 from kubeformer_builder.config import CalibrationMethod
+from kubeformer_builder.isa import Isa, has_int8_dot, saturates_u8s8
 
 log = logging.getLogger("kubeformer.quantize")
 
 GELU_OPS = {"Gelu", "BiasGelu", "FastGelu"}
 # Ops the quantizer may turn int8; Gather/EmbedLayerNormalization shrink the embedding tables.
-DYNAMIC_OPS = ["MatMul", "Attention", "EmbedLayerNormalization", "Gather"]
+DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")
 _CALIBRATION_STRIDE = 4
-STATIC_OPS = ["MatMul", "Attention", "Gather", "Add", "Mul", "Relu", "Softmax"]
+STATIC_OPS = ("MatMul", "Attention", "Gather", "Add", "Mul", "Relu", "Softmax")
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """One int8 quantization recipe; `name` is the candidate name's suffix (`int8-<name>`)."""
+
+    name: str
+    static: bool  # calibrated QDQ; False: dynamic (activations quantized at run time)
+    activations: str  # "u8" | "s8"
+    weights: str  # "s8" | "u8"
+    per_channel: bool = True
+    reduce_range: bool = False  # 7-bit weights: no int16 saturation on VPMADDUBSW
+    ops: tuple[str, ...] = DYNAMIC_OPS
+
+    @property
+    def saturation_safe(self) -> bool:
+        """Exact on CPUs whose u8 x s8 kernel saturates int16 (AVX2, AVX-512 without VNNI)."""
+        return self.reduce_range or self.weights == "u8"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "mode": "static-qdq" if self.static else "dynamic",
+            "activations": self.activations,
+            "weights": self.weights,
+            "per_channel": self.per_channel,
+            "reduce_range": self.reduce_range,
+            "saturation_safe": self.saturation_safe,
+            "ops": list(self.ops),
+        }
+
+
+DYNAMIC_U8S8 = Int8Scheme("dynamic", False, "u8", "s8")
+DYNAMIC_U8S8_REDUCED = Int8Scheme("dynamic-rr", False, "u8", "s8", reduce_range=True)
+DYNAMIC_U8U8 = Int8Scheme("dynamic-u8u8", False, "u8", "u8")
+STATIC_U8S8 = Int8Scheme("static", True, "u8", "s8", ops=STATIC_OPS)
+STATIC_U8S8_REDUCED = Int8Scheme("static-rr", True, "u8", "s8", reduce_range=True, ops=STATIC_OPS)
+STATIC_S8S8 = Int8Scheme("static", True, "s8", "s8", ops=STATIC_OPS)  # symmetric: TensorRT
+
+
+def schemes_for(isa: Isa, tensorrt: bool) -> tuple[Int8Scheme, ...]:
+    """The int8 schemes worth building and timing on `isa`, cheapest to try first.
+
+    TensorRT: static symmetric s8s8 only (explicit quantization). A CPU with an int8 dot product
+    (VNNI, AMX, Arm dotprod) runs u8s8 at full range exactly: dynamic and static u8s8. One whose
+    u8s8 kernel saturates (AVX2, AVX-512 without VNNI) gets 7-bit weights or u8 weights instead.
+    Unknown flags (`baseline`): both families, the timing and the gate decide.
+    """
+    if tensorrt:
+        return (STATIC_S8S8,)
+    if has_int8_dot(isa) or isa is Isa.ARM64:  # Arm NEON widens to 16 bits first: no saturation
+        return (DYNAMIC_U8S8, STATIC_U8S8)
+    if saturates_u8s8(isa):
+        return (DYNAMIC_U8S8_REDUCED, DYNAMIC_U8U8, STATIC_U8S8_REDUCED)
+    return (DYNAMIC_U8S8, DYNAMIC_U8S8_REDUCED, STATIC_U8S8)
 
 
 def quantizable_nodes(model_path: Path) -> list[str]:
@@ -58,18 +119,29 @@ def ffn_output_matmuls(model_path: Path) -> list[str]:
     ]
 
 
-def quantize_dynamic(source: Path, dest: Path, exclude: Sequence[str] = ()) -> Path:
+def _quant_type(name: str):
     from onnxruntime.quantization import QuantType
+
+    return {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[name]
+
+
+def quantize_dynamic(
+    source: Path, dest: Path, scheme: Int8Scheme = DYNAMIC_U8S8, exclude: Sequence[str] = ()
+) -> Path:
+    """`dest`/model.onnx: `source` with weights quantized as `scheme` says, activations at run time."""
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
+    if scheme.static or scheme.activations != "u8":
+        raise ValueError(f"quantize_dynamic: scheme {scheme.name} is not dynamic u8 (ONNX Runtime's only)")
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "model.onnx"
     ort_quantize_dynamic(
         str(source),
         str(target),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=DYNAMIC_OPS,
+        weight_type=_quant_type(scheme.weights),
+        per_channel=scheme.per_channel,
+        reduce_range=scheme.reduce_range,
+        op_types_to_quantize=list(scheme.ops),
         nodes_to_exclude=list(exclude),
         # Fused contrib ops defeat shape inference; their outputs are fp32.
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
@@ -160,10 +232,10 @@ def quantize_static(
     dest: Path,
     calibration: Sequence[dict[str, np.ndarray]],
     method: CalibrationMethod,
-    symmetric_activations: bool = False,
+    scheme: Int8Scheme = STATIC_U8S8,
     exclude: Sequence[str] = (),
 ) -> StaticResult:
-    """QDQ static quantization: u8 activations / s8 weights for CPU, s8/s8 symmetric for TensorRT.
+    """QDQ static quantization as `scheme` says: u8s8 for CPU, s8s8 symmetric for TensorRT.
 
     Calibration runs here with ORT's own calibrator, so that activations holding inf/NaN can be
     left out of it (their nodes stay fp32); ORT then quantizes from the saved ranges.
@@ -171,7 +243,6 @@ def quantize_static(
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import (
         QuantFormat,
-        QuantType,
         TensorsData,
         create_calibrator,
         save_tensors_data,
@@ -183,6 +254,10 @@ def quantize_static(
         CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
         CalibrationMethod.ENTROPY: OrtMethod.Entropy,
     }
+    if not scheme.static:
+        raise ValueError(f"quantize_static: scheme {scheme.name} is dynamic")
+    symmetric_activations = scheme.activations == "s8"
+    ops = list(scheme.ops)
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "model.onnx"
     # ORT collects `stride` batches at a time and insists the count divides evenly.
@@ -195,8 +270,8 @@ def quantize_static(
         contextlib.redirect_stdout(sys.stderr),
     ):
         workdir = Path(scratch)
-        nonfinite = find_nonfinite(source, usable, STATIC_OPS, workdir)
-        forced = _nodes_touching(source, nonfinite, STATIC_OPS)
+        nonfinite = find_nonfinite(source, usable, ops, workdir)
+        forced = _nodes_touching(source, nonfinite, ops)
         if nonfinite:
             log.warning(
                 "calibration: %d activations hold inf/NaN (%s); left out, %d nodes reading or writing "
@@ -207,7 +282,7 @@ def quantize_static(
             )
         calibrator = create_calibrator(
             source,
-            STATIC_OPS,
+            ops,
             augmented_model_path=str(workdir / "augmented.onnx"),
             calibrate_method=methods[method],
             use_external_data_format=True,
@@ -231,10 +306,11 @@ def quantize_static(
             str(target),
             None,
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=STATIC_OPS,
+            activation_type=_quant_type(scheme.activations),
+            weight_type=_quant_type(scheme.weights),
+            per_channel=scheme.per_channel,
+            reduce_range=scheme.reduce_range,
+            op_types_to_quantize=ops,
             nodes_to_exclude=list(dict.fromkeys((*exclude, *forced))),
             calibrate_method=methods[method],
             calibration_cache_path=str(cache),
