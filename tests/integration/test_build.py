@@ -9,8 +9,10 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from kubeformer_builder.config import Task
+from kubeformer_builder.isa import host_cpu
 from kubeformer_builder.manifest import verify_artifact
 from kubeformer_builder.pipeline import build
+from kubeformer_builder.stages.quantize import schemes_for
 from tests.fixtures.builds import tiny_config
 
 pytestmark = pytest.mark.integration
@@ -34,7 +36,8 @@ def test_every_task_builds_a_verified_repository(task, tiny_build):
     } <= paths
     report = json.loads((artifact / "report.json").read_text())
     assert report["kept"] == manifest.variant
-    assert {v["name"] for v in report["variants"]} >= {"fp32", "int8-dynamic", "int8-static"}
+    int8 = {f"int8-{scheme.name}" for scheme in schemes_for(host_cpu().isa, tensorrt=False)}
+    assert {v["name"] for v in report["variants"]} >= {"fp32", *int8}
     assert all(v["gate"]["samples"] > 0 for v in report["variants"])
     benchmark = result.benchmark
     assert benchmark["p50Ms"] > 0 and benchmark["throughput"] > 0 and benchmark["speedupVsPytorch"] > 0
@@ -62,6 +65,12 @@ def test_int8_precision_keeps_an_int8_variant(tiny_build):
     assert result.precision == "int8" and result.variant.startswith("int8-")
     report = json.loads((artifact / "report.json").read_text())
     assert all(v["precision"] == "int8" for v in report["variants"])
+    kept = next(v for v in report["variants"] if v["name"] == result.variant)
+    assert kept["gate"]["passed"] and kept["int8_scheme"]["name"] in result.variant
+    cpu = verify_artifact(artifact).cpu
+    assert cpu == report["cpu"]
+    assert cpu["isa"] == host_cpu().isa.value and cpu["int8_scheme"] == kept["int8_scheme"]
+    assert kept["int8_scheme"] in [s.to_dict() for s in schemes_for(host_cpu().isa, tensorrt=False)]
 
 
 def test_second_build_of_same_key_is_a_cache_hit(tiny_build, tiny_model):

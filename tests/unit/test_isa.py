@@ -128,3 +128,14 @@ def test_fetch_judges_the_manifest_cpu_block():
     assert "saturate" in cpu_warning(built, haswell)
     assert "saturate" not in cpu_warning(manifest_with({**vnni.to_dict(), "int8_scheme": None}), haswell)
     assert cpu_warning(manifest_with(None), haswell) is None  # TensorRT or an older artifact
+
+
+def test_fetch_logs_the_warning(monkeypatch, caplog):
+    from kubeformer_builder.serving import fetch
+
+    vnni = cpu_from_cpuinfo(X86_CPUINFO, "x86_64")
+    scheme = schemes_for(Isa.AVX512_VNNI, tensorrt=False)[0].to_dict()
+    monkeypatch.setattr(fetch, "host_cpu", lambda: cpu_from_cpuinfo("flags\t: avx2\n", "x86_64"))
+    with caplog.at_level("WARNING", logger="kubeformer.fetch"):
+        fetch.check_cpu(manifest_with({**vnni.to_dict(), "int8_scheme": scheme}), "s3://b/a")
+    assert "s3://b/a: this artifact was built and timed on a CPU with avx512_vnni" in caplog.text
