@@ -8,8 +8,9 @@ work slows every scheme alike. Rows:
 - the schemes `quantize.schemes_for` lists for this CPU (the build's candidates; on AVX512-VNNI
   the same dynamic u8s8 as before ISA detection), and the ones it lists for other ISAs, which
   run here too (reduce_range, u8u8);
-- the ops choice: MatMul + Attention only (embedding tables fp32), MatMul only (attention fp32);
-  per-tensor weights;
+- MatMul only (attention fp32); per-tensor weights;
+- ONNX Runtime's MatMulNBits at 8 bits (blockwise weights, block 128, symmetric, accuracy_level 4
+  = int8 compute), where its quantizer's dependency onnx-ir is installed (row left out otherwise);
 - sentence-transformers' `export_dynamic_quantized_onnx_model(model, "avx512_vnni")` settings
   (Optimum `AutoQuantizationConfig.avx512_vnni(is_static=False)`: dynamic u8s8, per-channel,
   reduce_range off, Optimum's default dynamic ops) applied with ONNX Runtime's quantizer to the
@@ -30,6 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import onnx
 from run import HERE, commit, minilm_dir
 
 from kubeformer_builder import calibration, inference, progress
@@ -59,6 +61,21 @@ def sentence_transformers_vnni(exported: Path, dest: Path) -> Path:
     return dest / "model.onnx"
 
 
+def matmul_nbits8(fused: Path, dest: Path) -> Path | None:
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(fused)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4
+        )
+    except ImportError:  # ONNX Runtime 1.31's quantizer imports onnx-ir lazily
+        return None
+    quantizer.process()
+    dest.mkdir(parents=True)
+    onnx.save_model(quantizer.model.model, str(dest / "model.onnx"))
+    return dest / "model.onnx"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -77,7 +94,6 @@ def main() -> None:
             for s in quantize.schemes_for(Isa.AVX2, tensorrt=False)
             if not s.static
         },
-        "dynamic, MatMul+Attention only": replace(dynamic, ops=("MatMul", "Attention")),
         "dynamic, MatMul only": replace(dynamic, ops=("MatMul",)),
         "dynamic, per-tensor weights": replace(dynamic, per_channel=False),
     }
@@ -91,6 +107,9 @@ def main() -> None:
         paths["sentence-transformers avx512_vnni settings"] = sentence_transformers_vnni(
             prepared.exported, work / "st"
         )
+        nbits = matmul_nbits8(prepared.fused, work / "nbits")
+        if nbits is not None:
+            paths["MatMulNBits 8-bit, block 128, accuracy_level 4"] = nbits
         paths["fp32 fused"] = prepared.fused
         runs, rows = {}, {}
         for label, path in paths.items():

@@ -21,7 +21,7 @@ BASE_X86 = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx fma"
 # Flag sets as Linux reports them for one CPU of each family.
 CPUS = {
     "sapphire-rapids": (f"{BASE_X86} avx2 avx512f avx512bw avx512_vnni amx_tile amx_int8", Isa.AMX),
-    "cascade-lake (this machine's kind)": (f"{BASE_X86} avx2 avx512f avx512bw avx512_vnni", Isa.AVX512_VNNI),
+    "zen4 (this machine), cascade-lake": (f"{BASE_X86} avx2 avx512f avx512bw avx512_vnni", Isa.AVX512_VNNI),
     "alder-lake": (f"{BASE_X86} avx2 avx_vnni", Isa.AVX_VNNI),
     "skylake-sp": (f"{BASE_X86} avx2 avx512f avx512bw avx512vl", Isa.AVX512),
     "haswell": (f"{BASE_X86} avx2", Isa.AVX2),
@@ -84,9 +84,12 @@ def test_int8_dot_product_cpus_get_full_range_u8s8():
         schemes = schemes_for(isa, tensorrt=False)
         assert [(s.static, s.activations, s.weights, s.reduce_range) for s in schemes] == [
             (False, "u8", "s8", False),
+            (False, "u8", "s8", False),
             (True, "u8", "s8", False),
         ]
         assert all(s.per_channel for s in schemes)
+        assert {"EmbedLayerNormalization", "Gather"} & set(schemes[0].ops)  # embeddings int8 or fp32:
+        assert not {"EmbedLayerNormalization", "Gather"} & set(schemes[1].ops)  # the timing picks
 
 
 def test_saturating_cpus_get_only_saturation_safe_schemes():
