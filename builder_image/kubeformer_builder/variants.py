@@ -21,10 +21,10 @@ from tqdm import tqdm
 from kubeformer_builder import inference
 from kubeformer_builder.config import Backend, BuildConfig, Precision
 from kubeformer_builder.errors import BackendUnavailableError, GateError
-from kubeformer_builder.evaluation import Evaluator
+from kubeformer_builder.evaluation import BASELINE, Evaluator, Runner
 from kubeformer_builder.gate import GateReport
 from kubeformer_builder.stages import quantize
-from kubeformer_builder.timing import Latency
+from kubeformer_builder.timing import Latency, Speedup, speedup
 
 log = logging.getLogger("kubeformer.variants")
 
@@ -41,24 +41,33 @@ class Candidate:
     engine: Path | None = None  # what ships: the ONNX itself, or the TensorRT plan built from it
     gate: GateReport | None = None
     latency: dict[str, Latency] = field(default_factory=dict)
+    runner: Runner | None = field(default=None, repr=False)  # kept for timing once the search is over
 
     @property
     def passed(self) -> bool:
         return self.gate is not None and self.gate.passed
 
+    def speedups(self, baseline: dict[str, Latency]) -> dict[str, Speedup]:
+        """Speedup over PyTorch per timing case (single request, batched), from interleaved rounds."""
+        return {k: speedup(baseline[k], self.latency[k]) for k in baseline if k in self.latency}
+
     def speedup(self, baseline: dict[str, Latency]) -> float:
-        """Geometric mean of the speedups over PyTorch at single-request and batched shapes."""
-        ratios = [baseline[k].p50_ms / self.latency[k].p50_ms for k in baseline if k in self.latency]
+        """Geometric mean of the median speedups at single-request and batched shapes (noisy or not)."""
+        ratios = [s.value for s in self.speedups(baseline).values()]
         return math.prod(ratios) ** (1 / len(ratios)) if ratios else 0.0
 
     def to_dict(self, baseline: dict[str, Latency]) -> dict:
+        """report.json's entry; speedup_vs_pytorch is null when any of its ratios is noisy."""
+        ratios = self.speedups(baseline)
+        noisy = any(s.noisy for s in ratios.values())
         return {
             "name": self.name,
             "precision": self.precision.value,
             "kept_fp32_nodes": list(self.excluded),
             "gate": self.gate.to_dict() if self.gate else None,
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
-            "speedup_vs_pytorch": round(self.speedup(baseline), 3) if self.latency else None,
+            "speedup_vs_pytorch": round(self.speedup(baseline), 3) if ratios and not noisy else None,
+            "speedups": {k: s.to_dict() for k, s in ratios.items()},
         }
 
 
@@ -84,7 +93,7 @@ class VariantSearch:
         run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
         candidate.gate = self.evaluator.check(run)
         if candidate.passed:
-            candidate.latency = self.evaluator.time_runner(run)
+            candidate.runner = run
         log.info(
             "variant %s: %s %.4f (drop %.4f, max %.4f) %s",
             candidate.name,
@@ -207,6 +216,16 @@ def _exclusion_steps(total: int) -> list[int]:
         steps.append(count)
         count *= 2
     return steps
+
+
+def time_candidates(evaluator: Evaluator, candidates: list[Candidate]) -> dict[str, Latency]:
+    """Time PyTorch and every passing candidate interleaved; sets each one's latency and
+    returns PyTorch's (the baseline every speedup is measured against)."""
+    timed = [c for c in candidates if c.passed and c.runner is not None]
+    found = evaluator.time_against_reference({str(i): c.runner for i, c in enumerate(timed)})
+    for i, candidate in enumerate(timed):
+        candidate.latency = found[str(i)]
+    return found[BASELINE]
 
 
 def choose(candidates: list[Candidate], baseline: dict[str, Latency], precision: Precision) -> Candidate:

@@ -180,7 +180,7 @@ OPTIONAL_FIELDS = (
     "readyReplicas",
     "autoscaler",
 )
-BENCHMARK_FIELDS = ("p50Ms", "p95Ms", "throughput", "speedupVsPytorch", "accuracyDrop")
+BENCHMARK_FIELDS = ("p50Ms", "p95Ms", "throughput", "speedupVsPytorch", "accuracyDrop", "noisy")
 
 
 def compute_status(seen: Observation, previous: Mapping[str, Any], now: str) -> Obj:
