@@ -53,7 +53,7 @@ class Row:
             "speedup": 1.0 if ratio is None else (None if ratio.noisy else round(ratio.value, 3)),
             "speedup_range": None if ratio is None else [round(ratio.low, 3), round(ratio.high, 3)],
             "noisy": self.noisy,
-            "noise": list(self.latency.noise) + (list(ratio.noise) if ratio else []),
+            "noise": list(ratio.noise if ratio else self.latency.noise),  # a ratio's includes both sides
             "accuracy_drop": None if self.accuracy_drop is None else round(self.accuracy_drop, 6),
             "gate_passed": self.gate_passed,
         }
