@@ -1,22 +1,123 @@
-"""Everything a variant is judged by: gate outputs against fp32 PyTorch and latency, on fixed inputs.
+"""Everything a variant is judged by: gate outputs against the reference library and latency.
 
-Built once per build from the held-out texts, so every variant sees identical inputs.
+The reference is what the user would otherwise run, in fp32: `SentenceTransformer.encode` for
+feature extraction (the model's own sentence-transformers pipeline, or the library's default
+mean pooling for a plain transformers model), the transformers model with the task's head
+otherwise. It is loaded on its own, never kubeformer's export wrapper, so a wrong export shows
+up as a gate drop. Built once per build from the held-out texts, so every variant sees identical
+inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kubeformer_builder import gate, inference
-from kubeformer_builder.config import Backend, BuildConfig, GateMetric, Precision
-from kubeformer_builder.tasks import ExportWrapper
-from kubeformer_builder.timing import Latency, measure
+from kubeformer_builder.config import Backend, BuildConfig, GateMetric, Precision, Task
+from kubeformer_builder.tasks import ExportWrapper, auto_class
+from kubeformer_builder.timing import Latency, measure_interleaved
 
 Runner = Callable[[inference.Batch], tuple[np.ndarray, ...]]
+# Held-out texts are gated in batches of this many, sorted by length as serving buckets them.
+_GATE_BATCH = 8
+BASELINE = "pytorch"
+
+
+def _tensors(batch: inference.Batch, accepted: set[str] | None = None) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in batch.items() if accepted is None or k in accepted}
+
+
+class SentenceTransformersReference:
+    """`SentenceTransformer.encode`, truncating where the build truncates."""
+
+    library = "sentence-transformers"
+
+    def __init__(self, model, max_length: int, tokenizer=None):
+        """model: a loaded SentenceTransformer; tokenizer: a replacement for its own (model.tokenizer)."""
+        if tokenizer is not None:  # a copy: max_seq_length below writes into the tokenizer
+            model[0].processor = copy.deepcopy(tokenizer)
+        model.max_seq_length = min(model.max_seq_length or max_length, max_length)
+        self.model = model
+
+    @property
+    def version(self) -> str:
+        import sentence_transformers
+
+        return sentence_transformers.__version__
+
+    def outputs(self, texts: Sequence[str], batch: inference.Batch) -> tuple[np.ndarray, ...]:
+        """(embeddings (len(texts), dimension) float32,) from the library's own tokenization."""
+        embeddings = self.model.encode(
+            list(texts), batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False
+        )
+        return (np.asarray(embeddings, dtype=np.float32),)
+
+    def run(self, batch: inference.Batch) -> object:
+        """The library's forward pass on already tokenized inputs: what latency is compared with."""
+        with torch.inference_mode():
+            return self.model(_tensors(batch))["sentence_embedding"]
+
+    def to_dict(self) -> dict:
+        modules = [type(module).__name__ for module in self.model]
+        return {
+            "library": self.library,
+            "version": self.version,
+            "pipeline": modules,
+            "max_seq_length": self.model.max_seq_length,
+        }
+
+
+class TransformersReference:
+    """The transformers model with the task's head, default attention, fp32, on the same tokens."""
+
+    library = "transformers"
+
+    def __init__(self, model: torch.nn.Module, task: Task):
+        self.model, self.task = model.eval(), task
+        self.accepted = set(inspect.signature(model.forward).parameters)
+
+    @property
+    def version(self) -> str:
+        import transformers
+
+        return transformers.__version__
+
+    def outputs(self, texts: Sequence[str], batch: inference.Batch) -> tuple[np.ndarray, ...]:
+        """The task's outputs in tasks.OUTPUT_NAMES order, float32 numpy."""
+        output = self.run(batch)
+        if self.task is Task.QUESTION_ANSWERING:
+            found = (output.start_logits, output.end_logits)
+        else:
+            found = (output.logits,)
+        return tuple(value.float().numpy() for value in found)
+
+    def run(self, batch: inference.Batch):
+        with torch.inference_mode():
+            return self.model(**_tensors(batch, self.accepted))
+
+    def to_dict(self) -> dict:
+        return {"library": self.library, "version": self.version, "model_class": type(self.model).__name__}
+
+
+Reference = SentenceTransformersReference | TransformersReference
+
+
+def make_reference(config: BuildConfig, model_dir: Path, tokenizer, sentence_model=None) -> Reference:
+    """The library the user would run: `sentence_model` (a loaded SentenceTransformer) for feature
+    extraction, a fresh transformers model with the task's head otherwise. `tokenizer` replaces the
+    pipeline's own when the build names a separate one (model.tokenizer)."""
+    max_length = config.shapes.sequence.max
+    if config.task is Task.FEATURE_EXTRACTION:
+        replacement = tokenizer if config.tokenizer else None
+        return SentenceTransformersReference(sentence_model, max_length, replacement)
+    return TransformersReference(auto_class(config.task).from_pretrained(model_dir), config.task)
 
 
 @dataclass(frozen=True)
@@ -28,14 +129,23 @@ class TimingCase:
 
 
 class Evaluator:
-    """Reference outputs of fp32 PyTorch and the timing inputs for one build."""
+    """Reference outputs of the reference library and the timing inputs for one build."""
 
-    def __init__(self, wrapper: ExportWrapper, tokenizer, config: BuildConfig, held_out: tuple[str, ...]):
-        self.wrapper, self.config = wrapper, config
+    def __init__(
+        self,
+        wrapper: ExportWrapper,
+        tokenizer,
+        config: BuildConfig,
+        held_out: tuple[str, ...],
+        reference: Reference,
+    ):
+        self.wrapper, self.config, self.reference = wrapper, config, reference
         self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric)
-        max_length = config.shapes.sequence.max
-        self.held_out = inference.batches(tokenizer, config.task, held_out, wrapper.input_names, max_length)
-        self.reference = [inference.run_torch(wrapper, batch) for batch in self.held_out]
+        max_length, names = config.shapes.sequence.max, wrapper.input_names
+        ordered = sorted(held_out, key=len)
+        groups = [ordered[i : i + _GATE_BATCH] for i in range(0, len(ordered), _GATE_BATCH)]
+        self.held_out = [inference.tokenize(tokenizer, config.task, g, names, max_length) for g in groups]
+        self.expected = [reference.outputs(g, b) for g, b in zip(groups, self.held_out, strict=True)]
         self.cases = self._timing_cases(tokenizer, held_out)
 
     def _timing_cases(self, tokenizer, texts: tuple[str, ...]) -> list[TimingCase]:
@@ -73,15 +183,17 @@ class Evaluator:
             self.config.task,
             self.metric,
             self.config.gate.max_drop,
-            self.reference[: len(held)],
+            self.expected[: len(held)],
             outputs,
             [batch["attention_mask"] for batch in held],
         )
 
-    def time_runner(self, run: Runner) -> dict[str, Latency]:
-        return {
-            case.label: measure(lambda c=case: run(c.batch), case.size, case.sequence) for case in self.cases
-        }
-
-    def time_pytorch(self) -> dict[str, Latency]:
-        return self.time_runner(lambda batch: inference.run_torch(self.wrapper, batch))
+    def time_against_reference(self, runners: dict[str, Runner]) -> dict[str, dict[str, Latency]]:
+        """Latency per case of the reference (key BASELINE) and every runner, measured interleaved."""
+        contenders: dict[str, Callable[[inference.Batch], object]] = {BASELINE: self.reference.run, **runners}
+        found: dict[str, dict[str, Latency]] = {name: {} for name in contenders}
+        for case in self.cases:
+            calls = {name: (lambda r=run, b=case.batch: r(b)) for name, run in contenders.items()}
+            for name, latency in measure_interleaved(calls, case.size, case.sequence).items():
+                found[name][case.label] = latency
+        return found

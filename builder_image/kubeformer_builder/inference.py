@@ -1,4 +1,4 @@
-"""Tokenize texts into batches and run them through PyTorch or ONNX Runtime.
+"""Tokenize texts into batches and run them through ONNX Runtime.
 
 Shared by the accuracy gate, the variant selection and `kubeformer bench`, so that every
 number compares the same inputs.
@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from kubeformer_builder.config import Task
-from kubeformer_builder.tasks import ExportWrapper
 
 Batch = dict[str, np.ndarray]
 
@@ -58,25 +56,6 @@ def tokenize(
             list(texts), truncation=True, max_length=length, padding=padding, return_tensors="np"
         )
     return {name: encoded[name].astype(np.int64) for name in input_names}
-
-
-def batches(
-    tokenizer, task: Task, texts: Sequence[str], input_names: tuple[str, ...], max_length: int, size: int = 8
-) -> list[Batch]:
-    """Texts sorted by length then batched, as a serving tokenizer with buckets would see them."""
-    ordered = sorted(texts, key=len)
-    return [
-        tokenize(tokenizer, task, ordered[start : start + size], input_names, max_length)
-        for start in range(0, len(ordered), size)
-    ]
-
-
-def run_torch(wrapper: ExportWrapper, batch: Batch) -> tuple[np.ndarray, ...]:
-    with torch.inference_mode():
-        outputs = wrapper(*(torch.from_numpy(batch[name]) for name in wrapper.input_names))
-    if isinstance(outputs, torch.Tensor):
-        outputs = (outputs,)
-    return tuple(output.float().numpy() for output in outputs)
 
 
 def cpu_threads() -> int:

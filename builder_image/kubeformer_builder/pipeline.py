@@ -14,18 +14,27 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kubeformer_builder import __version__, cachekey, calibration, inference, model_inputs, tasks
+from kubeformer_builder import (
+    __version__,
+    cachekey,
+    calibration,
+    inference,
+    model_inputs,
+    sentence_pipeline,
+    tasks,
+    timing,
+)
 from kubeformer_builder.architectures import Architecture, find_architecture
-from kubeformer_builder.config import MAX_SEQUENCE, Backend, BuildConfig
+from kubeformer_builder.config import MAX_SEQUENCE, Backend, BuildConfig, Task
 from kubeformer_builder.errors import SourceError
-from kubeformer_builder.evaluation import Evaluator
+from kubeformer_builder.evaluation import Evaluator, make_reference
 from kubeformer_builder.manifest import Manifest, list_files
 from kubeformer_builder.manifest import write_manifest as write_manifest_file
 from kubeformer_builder.progress import stage
 from kubeformer_builder.publish import REPORT_NAME, BuildResult, find_existing, publish, result_from
 from kubeformer_builder.sources import check_model_dir, resolve_source
 from kubeformer_builder.stages import export, optimize
-from kubeformer_builder.variants import VariantSearch, choose
+from kubeformer_builder.variants import VariantSearch, choose, time_candidates
 from kubeformer_builder.versions import runtime_versions, tensorrt_target
 
 log = logging.getLogger("kubeformer.pipeline")
@@ -123,15 +132,18 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
         config, limit = fit_to_model(config, arch, model_dir, tokenizer)
         model = tasks.load_model(model_dir, config.task)
         input_names = model_inputs.select_inputs(model, tokenizer.model_input_names)
-        pooling = tasks.read_pooling(model_dir)
-        wrapper = tasks.ExportWrapper(model, config.task, input_names, pooling)
+        sentence_model = head = None
+        if config.task is Task.FEATURE_EXTRACTION:
+            sentence_model = sentence_pipeline.load_sentence_transformer(model_dir)
+            head = sentence_pipeline.export_head(sentence_model, model_dir)
+        wrapper = tasks.ExportWrapper(model, config.task, input_names, head)
         texts = load_calibration(config, workdir)
     with stage("export", timings):
         exported = export.export_onnx(wrapper, workdir / "export", arch.opset)
         taken = graph_inputs(exported)
         if taken != input_names:  # the exporter prunes inputs the graph never reads
             log.info("the exported graph reads %s of %s; serving only those", taken, input_names)
-            wrapper = tasks.ExportWrapper(model, config.task, taken, pooling)
+            wrapper = tasks.ExportWrapper(model, config.task, taken, head)
             input_names = taken
     with stage("optimize", timings):
         if config.backend is Backend.TENSORRT:  # TensorRT fuses itself and cannot parse ORT's contrib ops
@@ -143,7 +155,8 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
         log.info("fused ops: %s", fused_ops or "none")
     with stage("reference", timings):
         split = calibration.split_texts(texts, config.calibration.samples)
-        evaluator = Evaluator(wrapper, tokenizer, config, split.held_out)
+        reference = make_reference(config, model_dir, tokenizer, sentence_model)
+        evaluator = Evaluator(wrapper, tokenizer, config, split.held_out, reference)
         calib = calibration_batches(tokenizer, config, input_names, split.calibration)
     return Prepared(config, limit, wrapper, tokenizer, exported, fused, fused_ops, evaluator, calib)
 
@@ -156,10 +169,11 @@ def produce(
     prepared = prepare(config, workdir, timings)
     config, limit = prepared.config, prepared.sequence_limit
     with stage("variants", timings):
-        baseline = prepared.evaluator.time_pytorch()
         candidates = VariantSearch(
             config, prepared.evaluator, prepared.fused, workdir / "variants", prepared.calibration
         ).run()
+    with stage("timing", timings):
+        baseline = time_candidates(prepared.evaluator, candidates)
         chosen = choose(candidates, baseline, config.precision)
         log.info("kept %s (%.2fx PyTorch)", chosen.name, chosen.speedup(baseline))
     versions = runtime_versions()
@@ -173,7 +187,9 @@ def produce(
     report = {
         "cache_key": key,
         "kept": chosen.name,
+        "reference": prepared.evaluator.reference.to_dict(),
         "baseline_pytorch": {k: v.to_dict() for k, v in baseline.items()},
+        "timing": timing_method(),
         "variants": [c.to_dict(baseline) for c in candidates],
         "fused_ops": prepared.fused_ops,
         "model_inputs": list(prepared.wrapper.input_names),
@@ -248,7 +264,7 @@ def write_triton_repository(
             max_sequence_length=config.shapes.sequence.max,
             truncation=config.truncation,
             id2label=tasks.id2label(config.task, wrapper.model),
-            output_dims=tasks.output_dims(config.task, wrapper.model),
+            output_dims=tasks.output_dims(wrapper),
             backend=config.backend,
             preferred_batch_sizes=tuple(sorted({config.shapes.batch.opt, config.shapes.batch.max})),
             max_queue_delay_us=1000,
@@ -256,12 +272,32 @@ def write_triton_repository(
         write_repository(spec, engine, Path(tokenizer_dir), dest)
 
 
-def benchmark_summary(chosen, baseline) -> dict[str, Any]:
-    single, batched = chosen.latency["single"], chosen.latency["batched"]
+def timing_method() -> dict[str, Any]:
+    """How the latencies in report.json were measured, with the thresholds that flag noise."""
     return {
+        "method": "interleaved rounds, one block per contender, order alternating",
+        "rounds": timing.ROUNDS,
+        "noisy_when": {"relative_spread_above": timing.MAX_SPREAD, "p95_over_p50_above": timing.MAX_TAIL},
+    }
+
+
+def benchmark_summary(chosen, baseline) -> dict[str, Any]:
+    """What status.benchmark shows. `noisy` is true when any measurement behind it is; a noisy
+    speedup is left out rather than published."""
+    single, batched = chosen.latency["single"], chosen.latency["batched"]
+    ratio = timing.speedup(baseline["single"], single)
+    noise = [*ratio.noise, *batched.noise]
+    for latencies in (baseline, chosen.latency):
+        noise += timing.inconsistent_shapes(latencies["single"], latencies["batched"])
+    summary: dict[str, Any] = {
         "p50Ms": round(single.p50_ms, 3),
         "p95Ms": round(single.p95_ms, 3),
         "throughput": round(batched.throughput, 2),
-        "speedupVsPytorch": round(baseline["single"].p50_ms / single.p50_ms, 3),
         "accuracyDrop": round(chosen.gate.drop, 6),
+        "noisy": bool(noise),
     }
+    if noise:
+        log.warning("speed figures are noisy, speedup not published: %s", "; ".join(noise))
+    else:
+        summary["speedupVsPytorch"] = round(ratio.value, 3)
+    return summary

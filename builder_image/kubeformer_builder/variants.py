@@ -22,10 +22,10 @@ from tqdm import tqdm
 from kubeformer_builder import inference
 from kubeformer_builder.config import Backend, BuildConfig, Precision
 from kubeformer_builder.errors import BackendUnavailableError, GateError, KubeformerError
-from kubeformer_builder.evaluation import Evaluator
+from kubeformer_builder.evaluation import BASELINE, Evaluator, Runner
 from kubeformer_builder.gate import GateReport
 from kubeformer_builder.stages import quantize
-from kubeformer_builder.timing import Latency
+from kubeformer_builder.timing import Latency, Speedup, speedup
 
 log = logging.getLogger("kubeformer.variants")
 
@@ -44,6 +44,7 @@ class Candidate:
     latency: dict[str, Latency] = field(default_factory=dict)
     error: str | None = None  # why the candidate could not be built or judged
     nonfinite_tensors: tuple[str, ...] = ()  # activations left out of calibration (inf/NaN)
+    runner: Runner | None = field(default=None, repr=False)  # kept for timing once the search is over
 
     @property
     def passed(self) -> bool:
@@ -58,12 +59,19 @@ class Candidate:
         gate = self.gate
         return f"{self.name}: {gate.metric} {gate.score:.4f}, drop {gate.drop:.4f} > {gate.max_drop}"
 
+    def speedups(self, baseline: dict[str, Latency]) -> dict[str, Speedup]:
+        """Speedup over PyTorch per timing case (single request, batched), from interleaved rounds."""
+        return {k: speedup(baseline[k], self.latency[k]) for k in baseline if k in self.latency}
+
     def speedup(self, baseline: dict[str, Latency]) -> float:
-        """Geometric mean of the speedups over PyTorch at single-request and batched shapes."""
-        ratios = [baseline[k].p50_ms / self.latency[k].p50_ms for k in baseline if k in self.latency]
+        """Geometric mean of the median speedups at single-request and batched shapes (noisy or not)."""
+        ratios = [s.value for s in self.speedups(baseline).values()]
         return math.prod(ratios) ** (1 / len(ratios)) if ratios else 0.0
 
     def to_dict(self, baseline: dict[str, Latency]) -> dict:
+        """report.json's entry; speedup_vs_pytorch is null when any of its ratios is noisy."""
+        ratios = self.speedups(baseline)
+        noisy = any(s.noisy for s in ratios.values())
         return {
             "name": self.name,
             "precision": self.precision.value,
@@ -72,7 +80,8 @@ class Candidate:
             "error": self.error,
             "calibration_nonfinite_tensors": list(self.nonfinite_tensors),
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
-            "speedup_vs_pytorch": round(self.speedup(baseline), 3) if self.latency else None,
+            "speedup_vs_pytorch": round(self.speedup(baseline), 3) if ratios and not noisy else None,
+            "speedups": {k: s.to_dict() for k, s in ratios.items()},
         }
 
 
@@ -100,7 +109,7 @@ class VariantSearch:
                 run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
                 candidate.gate = self.evaluator.check(run)
                 if candidate.passed:
-                    candidate.latency = self.evaluator.time_runner(run)
+                    candidate.runner = run
             except KubeformerError:
                 raise
             except Exception as exc:  # an engine that cannot be built or run rejects this candidate only
@@ -249,6 +258,16 @@ def _exclusion_steps(total: int) -> list[int]:
         steps.append(count)
         count *= 2
     return steps
+
+
+def time_candidates(evaluator: Evaluator, candidates: list[Candidate]) -> dict[str, Latency]:
+    """Time PyTorch and every passing candidate interleaved; sets each one's latency and
+    returns PyTorch's (the baseline every speedup is measured against)."""
+    timed = [c for c in candidates if c.passed and c.runner is not None]
+    found = evaluator.time_against_reference({str(i): c.runner for i, c in enumerate(timed)})
+    for i, candidate in enumerate(timed):
+        candidate.latency = found[str(i)]
+    return found[BASELINE]
 
 
 def choose(candidates: list[Candidate], baseline: dict[str, Latency], precision: Precision) -> Candidate:

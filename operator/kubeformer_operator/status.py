@@ -180,7 +180,7 @@ OPTIONAL_FIELDS = (
     "readyReplicas",
     "autoscaler",
 )
-BENCHMARK_FIELDS = ("p50Ms", "p95Ms", "throughput", "speedupVsPytorch", "accuracyDrop")
+BENCHMARK_FIELDS = ("p50Ms", "p95Ms", "throughput", "speedupVsPytorch", "accuracyDrop", "noisy")
 
 
 def compute_status(seen: Observation, previous: Mapping[str, Any], now: str) -> Obj:
@@ -234,8 +234,16 @@ def status_changed(previous: Mapping[str, Any], new: Obj) -> bool:
 
 
 def status_patch(previous: Mapping[str, Any], new: Obj) -> Obj:
-    """A merge patch from `previous` to `new`: fields that no longer apply are removed (null)."""
-    return {**new, **{key: None for key in OPTIONAL_FIELDS if key in previous and key not in new}}
+    """A merge patch from `previous` to `new`: fields that no longer apply are removed (null),
+    inside objects too (a merge patch merges objects, so e.g. a withheld noisy
+    benchmark.speedupVsPytorch must be nulled or the old value stays)."""
+    patch: Obj = {}
+    for key, value in new.items():
+        before = previous.get(key)
+        if isinstance(value, dict) and isinstance(before, Mapping):
+            value = {**{k: None for k in before if k not in value}, **value}
+        patch[key] = value
+    return {**patch, **{key: None for key in OPTIONAL_FIELDS if key in previous and key not in new}}
 
 
 def job_state(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> JobState:

@@ -131,7 +131,9 @@ def test_cache_hit_deploys_without_a_build(transformers, spec_for, s3_server, mo
     status = ready["status"]
     assert status["engine"]["uri"] == uri and status["engine"]["precision"] == "fp32"
     assert status["cacheKey"] == uri.rsplit("/", 1)[1]
-    assert {"p50Ms", "p95Ms", "throughput", "speedupVsPytorch"} <= status["benchmark"].keys()
+    benchmark = status["benchmark"]
+    assert {"p50Ms", "p95Ms", "throughput", "noisy"} <= benchmark.keys()
+    assert benchmark["noisy"] or "speedupVsPytorch" in benchmark  # a noisy speedup is withheld
     assert status["endpoint"]["http"] == f"http://cached.{transformers.namespace}.svc:8000"
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["BuildSucceeded"]["reason"] == "ArtifactCached"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from kubeformer_operator import status
 from kubeformer_operator.status import DeploymentState, Engine, JobPhase, JobState, Observation, Phase
@@ -64,6 +65,16 @@ def test_failed_build_and_storage_outage():
     assert new["phase"] == "Failed" and new["message"] == "GateFailed: int8 lost 3% agreement"
     down = status.compute_status(Observation(1, "k", storage_error="storage: cannot reach"), {}, T0)
     assert down["phase"] == "Pending" and conditions(down)["BuildSucceeded"]["status"] == "Unknown"
+
+
+def test_a_noisy_benchmark_shows_the_flag_and_clears_the_old_speedup():
+    measured = replace(ENGINE, benchmark={"p50Ms": 1.5, "speedupVsPytorch": 3.2, "noisy": False})
+    noisy = replace(ENGINE, benchmark={"p50Ms": 1.4, "noisy": True})
+    before = status.compute_status(Observation(1, "k", engine=measured, deployment=READY), {}, T0)
+    after = status.compute_status(Observation(2, "k2", engine=noisy, deployment=READY), before, T1)
+    assert after["benchmark"] == {"p50Ms": 1.4, "noisy": True}
+    patch = status.status_patch(before, after)
+    assert patch["benchmark"] == {"p50Ms": 1.4, "noisy": True, "speedupVsPytorch": None}
 
 
 def test_patch_clears_fields_that_no_longer_apply():
