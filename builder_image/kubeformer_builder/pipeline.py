@@ -16,7 +16,7 @@ from typing import Any
 
 from kubeformer_builder import __version__, cachekey, calibration, inference, tasks
 from kubeformer_builder.architectures import find_architecture
-from kubeformer_builder.config import Backend, BuildConfig
+from kubeformer_builder.config import Backend, BuildConfig, Task
 from kubeformer_builder.errors import SourceError
 from kubeformer_builder.evaluation import Evaluator
 from kubeformer_builder.manifest import Manifest, list_files
@@ -193,8 +193,15 @@ def calibration_batches(tokenizer, config: BuildConfig, input_names, texts: tupl
 def write_triton_repository(
     config: BuildConfig, name: str, wrapper, tokenizer, engine: Path, dest: Path
 ) -> None:
+    from kubeformer_builder.serving.answers import score_function
     from kubeformer_builder.triton.repository import RepositorySpec, write_repository
 
+    model_config = wrapper.model.config
+    function_to_apply = (
+        score_function(model_config.problem_type, model_config.num_labels)
+        if config.task is Task.TEXT_CLASSIFICATION
+        else None
+    )
     with tempfile.TemporaryDirectory(prefix="kubeformer-tokenizer-") as tokenizer_dir:
         tokenizer.save_pretrained(tokenizer_dir)
         spec = RepositorySpec(
@@ -210,6 +217,7 @@ def write_triton_repository(
             backend=config.backend,
             preferred_batch_sizes=tuple(sorted({config.shapes.batch.opt, config.shapes.batch.max})),
             max_queue_delay_us=1000,
+            function_to_apply=function_to_apply,
         )
         write_repository(spec, engine, Path(tokenizer_dir), dest)
 
