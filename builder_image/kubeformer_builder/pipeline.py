@@ -251,8 +251,15 @@ def calibration_batches(tokenizer, config: BuildConfig, input_names, texts: tupl
 def write_triton_repository(
     config: BuildConfig, name: str, wrapper, tokenizer, engine: Path, dest: Path
 ) -> None:
+    from kubeformer_builder.serving.answers import score_function
     from kubeformer_builder.triton.repository import RepositorySpec, write_repository
 
+    model_config = wrapper.model.config
+    function_to_apply = (
+        score_function(model_config.problem_type, model_config.num_labels)
+        if config.task is Task.TEXT_CLASSIFICATION
+        else None
+    )
     with tempfile.TemporaryDirectory(prefix="kubeformer-tokenizer-") as tokenizer_dir:
         tokenizer.save_pretrained(tokenizer_dir)
         spec = RepositorySpec(
@@ -268,6 +275,7 @@ def write_triton_repository(
             backend=config.backend,
             preferred_batch_sizes=tuple(sorted({config.shapes.batch.opt, config.shapes.batch.max})),
             max_queue_delay_us=1000,
+            function_to_apply=function_to_apply,
         )
         write_repository(spec, engine, Path(tokenizer_dir), dest)
 

@@ -49,6 +49,7 @@ def make_spec(task: Task = Task.TEXT_CLASSIFICATION, backend: Backend = Backend.
         backend=backend,
         preferred_batch_sizes=(8, 16),
         max_queue_delay_us=500,
+        function_to_apply="sigmoid" if task is Task.TEXT_CLASSIFICATION else None,
     )
     return dataclasses.replace(spec, **changes)
 
@@ -92,6 +93,7 @@ def test_ensemble_parameters_carry_task_labels_and_max_length(task):
         assert json.loads(values["id2label"]) == {str(k): v for k, v in LABELS[task].items()}
     else:
         assert "id2label" not in values
+    assert values.get("function_to_apply") == ("sigmoid" if task is Task.TEXT_CLASSIFICATION else None)
 
 
 @pytest.mark.parametrize("task", list(Task))
@@ -155,6 +157,7 @@ def test_model_config_without_preferred_sizes_still_batches():
         ({"output_dims": {"LOGITS": [-1, 3]}}, "output_dims.LOGITS:"),
         ({"id2label": None}, "id2label:"),
         ({"id2label": {0: "a", 1: "b"}}, "id2label:"),
+        ({"function_to_apply": "tanh"}, "function_to_apply:"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_field(changes, field):
@@ -174,6 +177,7 @@ def test_per_token_outputs_need_a_sequence_dim():
     assert spec_problems(make_spec(Task.QUESTION_ANSWERING, output_dims=fixed_length))
     assert spec_problems(make_spec(Task.FEATURE_EXTRACTION, output_dims={"EMBEDDING": [-1]}))
     assert spec_problems(make_spec(Task.FEATURE_EXTRACTION, id2label={0: "x"}))
+    assert spec_problems(make_spec(Task.TOKEN_CLASSIFICATION, function_to_apply="softmax"))
     assert not spec_problems(make_spec(Task.QUESTION_ANSWERING))
 
 

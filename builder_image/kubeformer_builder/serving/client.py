@@ -38,15 +38,20 @@ class EnsembleInfo:
     name: str
     task: Task
     id2label: dict[int, str]
+    function_to_apply: str  # text-classification scores: answers.SIGMOID | SOFTMAX | NONE
 
 
 def parse_ensemble(config: dict) -> EnsembleInfo:
-    """Task and labels from an ensemble config in Triton's JSON form."""
+    """Task, labels and score function from an ensemble config in Triton's JSON form.
+
+    Artifacts built before `function_to_apply` existed get transformers' default for their label count.
+    """
     values = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
     if "task" not in values:
         raise ConfigError(f"model {config.get('name')!r} has no 'task' parameter: not a kubeformer ensemble")
-    labels = json.loads(values.get("id2label") or "{}")
-    return EnsembleInfo(config["name"], Task(values["task"]), {int(k): v for k, v in labels.items()})
+    labels = {int(k): v for k, v in json.loads(values.get("id2label") or "{}").items()}
+    function = values.get("function_to_apply") or answers.score_function(None, len(labels))
+    return EnsembleInfo(config["name"], Task(values["task"]), labels, function)
 
 
 class Predictor:
@@ -132,7 +137,7 @@ class Predictor:
             ]
         if task is Task.TEXT_CLASSIFICATION:
             return [
-                {"text": t, "labels": answers.classify(x, labels)}
+                {"text": t, "labels": answers.classify(x, labels, self.info.function_to_apply)}
                 for t, x in zip(texts, out["LOGITS"], strict=True)
             ]
         rows = zip(texts, out["LOGITS"], out["OFFSETS"], strict=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kubeformer_builder.config import Backend, Task, Truncation
 from kubeformer_builder.errors import ArtifactError, ConfigError, UnsupportedModelError
+from kubeformer_builder.serving.answers import SCORE_FUNCTIONS
 
 TOKENIZER_SUFFIX = "_tokenizer"
 MODEL_SUFFIX = "_model"
@@ -70,6 +71,8 @@ class RepositorySpec:
     backend: Backend
     preferred_batch_sizes: tuple[int, ...]
     max_queue_delay_us: int
+    # text-classification: how logits become scores (serving/answers.py SCORE_FUNCTIONS), else None.
+    function_to_apply: str | None = None
 
     @property
     def tokenizer_name(self) -> str:
@@ -114,6 +117,18 @@ def _label_problems(spec: RepositorySpec) -> list[str]:
     return []
 
 
+def _function_problems(spec: RepositorySpec) -> list[str]:
+    if spec.function_to_apply is None:  # clients then pick transformers' default for the label count
+        return []
+    if spec.task is not Task.TEXT_CLASSIFICATION:
+        return [f"function_to_apply: only text-classification has one, got {spec.function_to_apply!r}"]
+    if spec.function_to_apply not in SCORE_FUNCTIONS:
+        return [
+            f"function_to_apply: needs one of {', '.join(SCORE_FUNCTIONS)}, got {spec.function_to_apply!r}"
+        ]
+    return []
+
+
 def spec_problems(spec: RepositorySpec) -> list[str]:
     """Every reason the spec cannot make a loadable repository, each with its field."""
     problems = []
@@ -151,7 +166,7 @@ def spec_problems(spec: RepositorySpec) -> list[str]:
         )
     if spec.max_queue_delay_us < 0:
         problems.append(f"max_queue_delay_us: must be >= 0, got {spec.max_queue_delay_us}")
-    return problems + _output_problems(spec) + _label_problems(spec)
+    return problems + _output_problems(spec) + _label_problems(spec) + _function_problems(spec)
 
 
 def check_spec(spec: RepositorySpec) -> None:
@@ -229,6 +244,8 @@ def render_ensemble_config(spec: RepositorySpec) -> str:
     if spec.id2label is not None:
         labels = {str(key): value for key, value in sorted(spec.id2label.items())}
         parameters["id2label"] = json.dumps(labels, ensure_ascii=False, separators=(",", ":"))
+    if spec.function_to_apply is not None:
+        parameters["function_to_apply"] = spec.function_to_apply
     return (
         _header(spec.name, 'platform: "ensemble"', spec.max_batch_size)
         + _tensors("input", _text_inputs(spec))
