@@ -187,3 +187,23 @@ def test_a_question_leaving_no_room_beyond_the_stride_is_refused(module):
 def test_stride_must_fit_the_window(module):
     with pytest.raises(ValueError, match=r"doc_stride: must be in 0\.\.63, got 64"):
         qa_encoder(module, stride=64)
+
+
+def test_build_time_pair_tokenization_equals_the_serving_encoder(module):
+    """inference.tokenize (calibration and the gate) encodes pairs as the served tokenizer does."""
+    from transformers import AutoTokenizer
+
+    from kubeformer_builder.config import Task
+    from kubeformer_builder.inference import tokenize
+
+    batch = tokenize(
+        AutoTokenizer.from_pretrained(tokenizer_dir()),
+        Task.TEXT_CLASSIFICATION,
+        PAIRS,
+        tuple(NAMES),
+        64,
+        pad_to=64,
+    )
+    _, arrays = encode(encoder(module), PAIRS, "TEXT/TEXT_PAIR")
+    for name in NAMES:
+        np.testing.assert_array_equal(batch[name], arrays[name])
