@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -150,3 +151,20 @@ def test_bad_pair_requests_fail_alone_naming_the_input(triton, model, columns, m
         results = list(pool.map(call, requests))
     assert results[0] == results[2] == results[3] == (1, 3)
     assert isinstance(results[1], str) and re.search(message, results[1]), results[1]
+
+
+def test_predict_command_prints_pairs_and_rerank(triton, tmp_path, capsys):
+    from kubeformer_builder.cli.main import main
+
+    pairs_file = tmp_path / "pairs.jsonl"
+    pairs_file.write_text("\n".join(f'{{"text": "{a}", "text_pair": "{b}"}}' for a, b in PAIRS[:2]))
+    url = triton.endpoints.http
+    assert main(["predict", url, "--model", "cls", "--pair", *PAIRS[2], "--pairs-file", str(pairs_file)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [(p["text"], p["text_pair"]) for p in printed] == [PAIRS[2], *PAIRS[:2]]
+    assert main(["predict", url, "--model", "xenc", "--rerank", QUERY, *DOCUMENTS, "--top-n", "2"]) == 0
+    ranked = json.loads(capsys.readouterr().out)
+    assert len(ranked) == 2 and ranked[0]["relevance_score"] >= ranked[1]["relevance_score"]
+    assert "document" not in ranked[0]
+    assert main(["predict", url, "--model", "xenc", "--rerank", QUERY]) == 2  # ConfigError's exit code
+    assert "--rerank: give the query and at least one document" in capsys.readouterr().err
