@@ -55,13 +55,6 @@ def infer(client, model: str, columns: dict[str, list[str]]):
     return client.infer(model, inputs)
 
 
-@pytest.fixture
-def http(triton):
-    client = httpclient.InferenceServerClient(f"127.0.0.1:{triton.endpoints.http_port}")
-    yield client
-    client.close()
-
-
 def test_pairs_equal_the_transformers_model_and_single_texts_still_work(triton, tiny_model):
     with Predictor(triton.endpoints.http, "cls") as predictor:
         assert predictor.info.takes_pairs
