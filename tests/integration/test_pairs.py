@@ -55,8 +55,9 @@ def infer(client, model: str, columns: dict[str, list[str]]):
     return client.infer(model, inputs)
 
 
-def test_pairs_equal_the_transformers_model_and_single_texts_still_work(triton, tiny_model):
-    with Predictor(triton.endpoints.http, "cls") as predictor:
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_pairs_equal_the_transformers_model_and_single_texts_still_work(triton, tiny_model, scheme):
+    with Predictor(getattr(triton.endpoints, scheme), "cls") as predictor:
         assert predictor.info.takes_pairs
         logits = predictor.pair_logits(PAIRS)
         answers = predictor.predict_pairs(PAIRS[:1])

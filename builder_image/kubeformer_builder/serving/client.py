@@ -42,8 +42,8 @@ class EnsembleInfo:
     name: str
     task: Task
     id2label: dict[int, str]
-    inputs: tuple[str, ...] = ("TEXT",)  # the ensemble's input names (TEXT_PAIR: takes pairs)
-    max_batch_size: int = 0  # most texts (or pairs) one request may carry
+    inputs: tuple[str, ...]  # the ensemble's input names (TEXT_PAIR: takes pairs)
+    max_batch_size: int  # most texts (or pairs) one request may carry
 
     @property
     def takes_pairs(self) -> bool:
@@ -60,8 +60,8 @@ def parse_ensemble(config: dict) -> EnsembleInfo:
         config["name"],
         Task(values["task"]),
         {int(k): v for k, v in labels.items()},
-        tuple(item["name"] for item in config.get("input", [])),
-        int(config.get("max_batch_size", 0)),
+        inputs=tuple(item["name"] for item in config.get("input", [])),
+        max_batch_size=int(config.get("max_batch_size", 0)),
     )
 
 
