@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kubeformer_builder import gate, inference
+from kubeformer_builder import calibration, gate, inference
+from kubeformer_builder.calibration import Text
 from kubeformer_builder.config import Backend, BuildConfig, GateMetric, Precision, Task
 from kubeformer_builder.tasks import ExportWrapper, auto_class
 from kubeformer_builder.timing import Latency, measure_interleaved
@@ -136,25 +137,25 @@ class Evaluator:
         wrapper: ExportWrapper,
         tokenizer,
         config: BuildConfig,
-        held_out: tuple[str, ...],
+        held_out: tuple[Text, ...],
         reference: Reference,
     ):
         self.wrapper, self.config, self.reference = wrapper, config, reference
         self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric)
         max_length, names = config.shapes.sequence.max, wrapper.input_names
-        ordered = sorted(held_out, key=len)
+        ordered = sorted(held_out, key=calibration.text_length)
         groups = [ordered[i : i + _GATE_BATCH] for i in range(0, len(ordered), _GATE_BATCH)]
         self.held_out = [inference.tokenize(tokenizer, config.task, g, names, max_length) for g in groups]
         self.expected = [reference.outputs(g, b) for g, b in zip(groups, self.held_out, strict=True)]
         self.cases = self._timing_cases(tokenizer, held_out)
 
-    def _timing_cases(self, tokenizer, texts: tuple[str, ...]) -> list[TimingCase]:
+    def _timing_cases(self, tokenizer, texts: tuple[Text, ...]) -> list[TimingCase]:
         """Single-request latency and batched throughput at the profile's optimal shapes."""
         shapes, task, names = self.config.shapes, self.config.task, self.wrapper.input_names
         sequence = shapes.sequence.opt
         cases = []
         for label, size in (("single", 1), ("batched", shapes.batch.opt)):
-            chosen = [texts[i % len(texts)] * 8 for i in range(size)]  # long enough to fill `sequence`
+            chosen = [calibration.lengthen(texts[i % len(texts)], 8) for i in range(size)]  # fills `sequence`
             batch = inference.tokenize(tokenizer, task, chosen, names, sequence, pad_to=sequence)
             cases.append(TimingCase(label, batch, size, sequence))
         return cases

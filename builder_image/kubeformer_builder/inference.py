@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kubeformer_builder.calibration import Text
 from kubeformer_builder.config import Task
 
 Batch = dict[str, np.ndarray]
@@ -33,12 +34,15 @@ def question_context_pairs(texts: Sequence[str]) -> list[tuple[str, str]]:
 def tokenize(
     tokenizer,
     task: Task,
-    texts: Sequence[str],
+    texts: Sequence[Text],
     input_names: tuple[str, ...],
     max_length: int,
     pad_to: int | None = None,
 ) -> Batch:
-    """One batch, padded to the longest text (or to `pad_to`), truncated at max_length."""
+    """One batch, padded to the longest text (or to `pad_to`), truncated at max_length.
+
+    Pairs are encoded as the serving tokenizer encodes TEXT + TEXT_PAIR: truncation longest_first.
+    """
     padding = "max_length" if pad_to else "longest"
     length = pad_to or max_length
     if task is Task.QUESTION_ANSWERING:
@@ -52,8 +56,10 @@ def tokenize(
             return_tensors="np",
         )
     else:
+        pairs = bool(texts) and not isinstance(texts[0], str)
+        columns = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (list(texts),)
         encoded = tokenizer(
-            list(texts), truncation=True, max_length=length, padding=padding, return_tensors="np"
+            *columns, truncation=True, max_length=length, padding=padding, return_tensors="np"
         )
     return {name: encoded[name].astype(np.int64) for name in input_names}
 

@@ -7,6 +7,7 @@ the URL: it finds the ensemble, reads its parameters and picks the post-processi
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -33,16 +34,25 @@ def parse_url(url: str) -> Target:
     return Target(scheme, address.rstrip("/"))
 
 
+PAIR_INPUT = "TEXT_PAIR"
+
+
 @dataclass(frozen=True)
 class EnsembleInfo:
     name: str
     task: Task
     id2label: dict[int, str]
     function_to_apply: str  # text-classification scores: answers.SIGMOID | SOFTMAX | NONE
+    inputs: tuple[str, ...]  # the ensemble's input names (TEXT_PAIR: takes pairs)
+    max_batch_size: int  # most texts (or pairs) one request may carry
+
+    @property
+    def takes_pairs(self) -> bool:
+        return PAIR_INPUT in self.inputs
 
 
 def parse_ensemble(config: dict) -> EnsembleInfo:
-    """Task, labels and score function from an ensemble config in Triton's JSON form.
+    """Task, labels, score function, inputs and batch limit from an ensemble config in Triton's JSON form.
 
     Artifacts built before `function_to_apply` existed get transformers' default for their label count.
     """
@@ -50,8 +60,14 @@ def parse_ensemble(config: dict) -> EnsembleInfo:
     if "task" not in values:
         raise ConfigError(f"model {config.get('name')!r} has no 'task' parameter: not a kubeformer ensemble")
     labels = {int(k): v for k, v in json.loads(values.get("id2label") or "{}").items()}
-    function = values.get("function_to_apply") or answers.score_function(None, len(labels))
-    return EnsembleInfo(config["name"], Task(values["task"]), labels, function)
+    return EnsembleInfo(
+        config["name"],
+        Task(values["task"]),
+        labels,
+        function_to_apply=values.get("function_to_apply") or answers.score_function(None, len(labels)),
+        inputs=tuple(item["name"] for item in config.get("input", [])),
+        max_batch_size=int(config.get("max_batch_size", 0)),
+    )
 
 
 class Predictor:
@@ -125,10 +141,16 @@ class Predictor:
             if not context:
                 raise ConfigError(f"{self.info.name} answers questions: give the passage with --context")
             out = self.infer({"QUESTION": texts, "CONTEXT": [context] * len(texts)})
-            spans = zip(out["START_LOGITS"], out["END_LOGITS"], out["OFFSETS"], strict=True)
+            # One row per context window; SAMPLE_INDEX says which question each row answers.
+            rows = out["SAMPLE_INDEX"].reshape(-1)
             return [
-                {"question": q, **answers.best_answer(context, *span)}
-                for q, span in zip(texts, spans, strict=True)
+                {
+                    "question": q,
+                    **answers.best_answer(
+                        context, *(out[name][rows == i] for name in ("START_LOGITS", "END_LOGITS", "OFFSETS"))
+                    ),
+                }
+                for i, q in enumerate(texts)
             ]
         out = self.infer({"TEXT": texts})
         if task is Task.FEATURE_EXTRACTION:
@@ -142,6 +164,38 @@ class Predictor:
             ]
         rows = zip(texts, out["LOGITS"], out["OFFSETS"], strict=True)
         return [{"text": t, "entities": answers.aggregate_entities(t, x, o, labels)} for t, x, o in rows]
+
+    def pair_logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """LOGITS float32 [len(pairs), N] of (text, text_pair) pairs, sent as ONE request of that batch.
+
+        Raises ConfigError when the ensemble takes no TEXT_PAIR or the pairs exceed its max batch size,
+        ServeError when Triton refuses the request (its message names the input).
+        """
+        if not self.info.takes_pairs:
+            raise ConfigError(
+                f"{self.info.name} ({self.info.task.value}) takes single texts only (inputs "
+                f"{', '.join(self.info.inputs)}); pairs need a text-classification model"
+            )
+        if not pairs:
+            raise ConfigError("pairs: need at least one (text, text_pair) pair")
+        if len(pairs) > self.info.max_batch_size:
+            raise ConfigError(
+                f"pairs: {len(pairs)} pairs are more than {self.info.name}'s max batch size "
+                f"{self.info.max_batch_size}; send them in smaller requests"
+            )
+        return self.infer({"TEXT": [a for a, _ in pairs], PAIR_INPUT: [b for _, b in pairs]})["LOGITS"]
+
+    def predict_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+        """One readable answer per (text, text_pair): {"text", "text_pair", "labels"} as predict gives."""
+        logits = self.pair_logits(pairs)
+        return [
+            {
+                "text": a,
+                "text_pair": b,
+                "labels": answers.classify(x, self.info.id2label, self.info.function_to_apply),
+            }
+            for (a, b), x in zip(pairs, logits, strict=True)
+        ]
 
 
 def _client_module(protocol: str) -> ModuleType:
