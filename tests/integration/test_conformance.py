@@ -6,31 +6,29 @@ model with a real tokenizer (WordPiece, byte-level BPE or Unigram trained with `
 the builder and served by `kubeformer serve`'s code. The reference is transformers: the model itself
 plus its pipeline's post-processing (TextClassificationPipeline with its default function_to_apply,
 TokenClassificationPipeline with aggregation_strategy="simple", FeatureExtractionPipeline + mean
-pooling); question answering compares the span logits (transformers 5 has no QA pipeline).
+pooling, QuestionAnsweringPipeline's algorithm rebuilt in tests/fixtures/references.py); text-classification
+models are also checked on pairs (TEXT + TEXT_PAIR).
 fp32 must match to float tolerance; int8 cases must stay within their gate.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import transformers
 
-from kubeformer_builder import evaluation
 from kubeformer_builder.architectures import ARCHITECTURES
 from kubeformer_builder.config import Task
 from kubeformer_builder.errors import ServeError
 from kubeformer_builder.pipeline import build
 from kubeformer_builder.serving.client import Predictor
-from kubeformer_builder.timing import measure
+from kubeformer_builder.triton.repository import default_doc_stride
 from tests.fixtures.builds import tiny_config
 from tests.fixtures.models import FAMILIES, make_tiny_model
+from tests.fixtures.references import pipeline_answer
 from tests.fixtures.triton import serving
 
 TC, FE, NER, QA = (
@@ -55,10 +53,6 @@ TOKENIZER_KINDS = {
 }
 SEQUENCE = (1, 32, 64)  # buckets 16, 32, 64
 BUCKET = 32
-# transformers' own pair tokenization of the reference raises "Sequence to truncate too short to respect
-# the provided max_length" for this byte-level BPE; QA truncation becomes windows with case 7.
-H4 = "issue 11 case 7 (QA windows over long contexts), branch h4"
-XFAIL = {("roberta", Task.QUESTION_ANSWERING): H4}
 
 
 @dataclass(frozen=True)
@@ -68,7 +62,6 @@ class Case:
     head: str = "default"  # text-classification: default (3 labels) | one-logit | multi-label
     tokenizer_of: str | None = None  # another family's tokenizer (what a model without its own gets)
     precision: str = "fp32"
-    xfail: str | None = None  # the reason, naming the issue case and the branch that fixes it
 
     @property
     def tokenizer_kind(self) -> str:
@@ -88,7 +81,7 @@ HEADS = {
 # THE matrix: every family x every task (fp32), the classification heads, tokenizers a model may be
 # paired with, and a few int8 builds. Adding a family to ARCHITECTURES without a row fails below.
 MATRIX: tuple[Case, ...] = (
-    *(Case(family, task, xfail=XFAIL.get((family, task))) for family in FAMILIES for task in Task),
+    *(Case(family, task) for family in FAMILIES for task in Task),
     Case("bert", TC, head="one-logit"),
     Case("roberta", TC, head="multi-label"),
     Case("xlm-roberta", TC, head="one-logit"),
@@ -98,7 +91,6 @@ MATRIX: tuple[Case, ...] = (
     Case("distilbert", NER, tokenizer_of="bert"),
     Case("bert", TC, precision="int8"),
     Case("xlm-roberta", FE, precision="int8"),
-    # PAIRS (issue 11 case 7, branch h4): text-classification cases with TEXT_PAIR go here on merge.
 )
 
 EDGE_TEXTS = {
@@ -132,33 +124,30 @@ class Built:
 
 @pytest.fixture(scope="session")
 def conformance(tmp_path_factory):
-    """Every MATRIX case built (latency timing cut short: speed is not under test), served by one Triton."""
+    """Every MATRIX case built and served by one Triton."""
     root = tmp_path_factory.mktemp("conformance")
     built = {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluation, "measure", functools.partial(measure, warmup=1, budget_s=0.0))
-        for case in MATRIX:
-            model_dir = make_tiny_model(
-                case.family,
-                case.task,
-                root / "models" / case.name,
-                tokenizer_of=case.tokenizer_of,
-                **HEADS.get(case.head, {}),
-            )
-            config = tiny_config(
-                model_dir, case.task, name=case.name, precision=case.precision, sequence=SEQUENCE
-            )
-            try:
-                build(config, str(root / "artifacts" / case.name))
-            except Exception as error:  # an xfail case may fail to build; the test reports it
-                built[case] = error
-                continue
-            built[case] = Built(case, model_dir, root / "artifacts" / case.name)
-    # An xfail case may build an artifact Triton cannot load, which would stop the shared server:
-    # those are served on their own by the test.
-    shared = [b.artifact for b in built.values() if isinstance(b, Built) and not b.case.xfail]
+    for case in MATRIX:
+        model_dir = make_tiny_model(
+            case.family,
+            case.task,
+            root / "models" / case.name,
+            tokenizer_of=case.tokenizer_of,
+            **HEADS.get(case.head, {}),
+        )
+        config = tiny_config(
+            model_dir, case.task, name=case.name, precision=case.precision, sequence=SEQUENCE,
+            batch=(1, 8, 32),  # a long QA context needs a dozen windows
+        )  # fmt: skip
+        try:
+            build(config, str(root / "artifacts" / case.name))
+        except Exception as error:  # reported by the case's own test; the other cases still run
+            built[case] = error
+            continue
+        built[case] = Built(case, model_dir, root / "artifacts" / case.name)
+    shared = [b.artifact for b in built.values() if isinstance(b, Built)]
     with serving(shared, root / "tritonserver.log") as endpoints:
-        yield endpoints, built, root
+        yield endpoints, built
 
 
 def reference_pipeline(task: Task, model_dir: Path, max_length: int):
@@ -212,45 +201,41 @@ def check_embeddings(served: list[dict], reference_rows: list, exact: bool) -> N
             assert cosine >= 0.99, answer["text"]
 
 
-def check_spans(predictor: Predictor, model_dir: Path, texts: dict[str, str]) -> None:
-    """Start/end logits of (question, context) pairs against the model, context truncated at the limit."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-    model = transformers.AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
-    question = "Who worked in London?"
+def check_answers(predictor: Predictor, model_dir: Path, texts: dict[str, str]) -> None:
+    """Each edge text as the context of one question: the best span over every window, as transformers'
+    QuestionAnsweringPipeline finds it with the same windows."""
+    question, stride = "Who worked in London?", default_doc_stride(SEQUENCE[-1])
     for label, context in texts.items():
-        out = predictor.infer({"QUESTION": [question], "CONTEXT": [context]})
-        encoded = tokenizer(
-            question, context, truncation="only_second", max_length=SEQUENCE[-1], return_tensors="pt"
-        )
-        with torch.no_grad():
-            expected = model(**encoded)
-        size = encoded["input_ids"].shape[1]
-        for name, logits in (("START_LOGITS", expected.start_logits), ("END_LOGITS", expected.end_logits)):
-            assert out[name][0, :size] == pytest.approx(logits[0].numpy(), abs=FP32_TOLERANCE), label
+        (answer,) = predictor.predict([question], context=context)
+        expected = pipeline_answer(model_dir, question, context, SEQUENCE[-1], stride)
+        assert (answer["start"], answer["end"]) == (expected["start"], expected["end"]), label
+        assert answer["score"] == pytest.approx(expected["score"], rel=1e-3), label
 
 
-def param(case: Case):
-    marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
-    return pytest.param(case, id=case.name, marks=marks)
+def check_pairs(predictor: Predictor, pipe, texts: dict[str, str]) -> None:
+    """Every edge text paired with the plain one, both orders: TEXT/TEXT_PAIR as the pipeline's
+    {"text", "text_pair"} input (longest_first truncation at the served limit)."""
+    second = EDGE_TEXTS["plain"]
+    pairs = [pair for text in texts.values() for pair in ((text, second), (second, text))]
+    served = predictor.predict_pairs(pairs)
+    reference = [pipe({"text": a, "text_pair": b}, top_k=None, truncation=True) for a, b in pairs]
+    check_classification(served, reference)
 
 
-@pytest.mark.parametrize("case", [param(case) for case in MATRIX])
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in MATRIX])
 def test_served_answers_match_the_reference(conformance, case):
-    endpoints, built, root = conformance
+    endpoints, built = conformance
     result = built[case]
     if isinstance(result, Exception):
         raise result
-    with contextlib.ExitStack() as stack:
-        if case.xfail:
-            endpoints = stack.enter_context(serving([result.artifact], root / f"{case.name}.log"))
-        check_case(case, result, endpoints.http)
+    check_case(case, result, endpoints.http)
 
 
 def check_case(case: Case, result: Built, url: str) -> None:
     texts = texts_for(result.model_dir)
     with Predictor(url, model=case.name) as predictor:
         if case.task is QA:
-            check_spans(predictor, result.model_dir, texts)
+            check_answers(predictor, result.model_dir, texts)
             return
         served = predictor.predict(list(texts.values()))
         pipe = reference_pipeline(case.task, result.model_dir, SEQUENCE[-1])
@@ -258,6 +243,7 @@ def check_case(case: Case, result: Built, url: str) -> None:
             reference = [pipe(text, top_k=None, truncation=True) for text in texts.values()]
             if case.precision == "fp32":
                 check_classification(served, reference)
+                check_pairs(predictor, pipe, texts)
             else:
                 check_agreement(served, reference)
         elif case.task is NER:
@@ -269,7 +255,7 @@ def check_case(case: Case, result: Built, url: str) -> None:
 
 @pytest.mark.parametrize("task", [TC, NER, FE])
 def test_whitespace_only_text_is_refused_by_name(conformance, task):
-    endpoints, _, _ = conformance
+    endpoints, _ = conformance
     model = Case("bert", task).name
     with (
         Predictor(endpoints.http, model=model) as predictor,

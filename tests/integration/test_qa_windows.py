@@ -1,24 +1,20 @@
 """Question answering over a context longer than one window, through the real Triton.
 
-The reference is transformers' QuestionAnsweringPipeline algorithm: transformers 5 removed that
-pipeline, so it is rebuilt here from what transformers still ships: the tokenizer's overflowing
-windows (stride, `only_second` truncation), the model, and `select_starts_ends` (the pipeline's
-span scoring, kept for DocumentQuestionAnsweringPipeline), with answers aligned to words.
+The reference is transformers' QuestionAnsweringPipeline algorithm, rebuilt in tests/fixtures/references.py
+(transformers 5 removed that pipeline).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-from transformers.pipelines.document_question_answering import select_starts_ends
+from transformers import AutoTokenizer
 
 from kubeformer_builder.calibration import builtin_corpus
 from kubeformer_builder.config import Task
 from kubeformer_builder.errors import ServeError
 from kubeformer_builder.serving.client import Predictor
 from kubeformer_builder.triton.repository import default_doc_stride
+from tests.fixtures.references import pipeline_answer
 
 pytestmark = pytest.mark.integration
 
@@ -38,35 +34,6 @@ def context(tiny_model) -> str:
     raise AssertionError("the corpus is too short for a 650-token context")
 
 
-def pipeline_answer(model_dir, question: str, context: str, stride: int) -> dict:
-    """transformers' QuestionAnsweringPipeline (top_k=1, max_answer_len=15, align_to_words=True)."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
-    encoded = tokenizer(
-        question, context, truncation="only_second", max_length=MAX_LENGTH, stride=stride,
-        return_overflowing_tokens=True, padding="max_length", return_tensors="pt",
-    )  # fmt: skip
-    inputs = {name: encoded[name] for name in tokenizer.model_input_names}
-    with torch.inference_mode():
-        output = model(**inputs)
-    answers = []
-    for window, encoding in enumerate(encoded.encodings):
-        p_mask = np.array([sequence != 1 for sequence in encoding.sequence_ids], dtype=np.int64)
-        p_mask[np.array(encoding.ids) == tokenizer.cls_token_id] = 0
-        starts, ends, scores, _ = select_starts_ends(
-            output.start_logits[window : window + 1].numpy(),
-            output.end_logits[window : window + 1].numpy(),
-            p_mask,
-            encoded["attention_mask"][window].numpy(),
-            max_answer_len=15,
-        )
-        for s, e, score in zip(starts, ends, scores, strict=True):
-            start = encoding.word_to_chars(encoding.token_to_word(s), 1)[0]
-            end = encoding.word_to_chars(encoding.token_to_word(e), 1)[1]
-            answers.append({"answer": context[start:end], "start": start, "end": end, "score": float(score)})
-    return sorted(answers, key=lambda answer: answer["score"], reverse=True)[0]
-
-
 def test_answers_equal_the_transformers_pipeline_over_every_window(triton, tiny_model, context):
     model_dir = tiny_model("bert", Task.QUESTION_ANSWERING)
     stride = default_doc_stride(MAX_LENGTH)
@@ -77,7 +44,7 @@ def test_answers_equal_the_transformers_pipeline_over_every_window(triton, tiny_
     assert windows >= 5 and raw["START_LOGITS"].shape == (windows, MAX_LENGTH)
     first_window_end = int(raw["OFFSETS"][0, :, 1].max())
     for question, answer in zip(QUESTIONS, served, strict=True):
-        expected = pipeline_answer(model_dir, question, context, stride)
+        expected = pipeline_answer(model_dir, question, context, MAX_LENGTH, stride)
         assert (answer["answer"], answer["start"], answer["end"]) == (
             expected["answer"], expected["start"], expected["end"]
         )  # fmt: skip
