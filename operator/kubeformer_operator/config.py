@@ -24,8 +24,9 @@ class Settings:
     builder_image: str = f"ghcr.io/kubeformer/builder:{__version__}"
     # The Triton image: NVIDIA's, plus the tokenizer's Python dependencies (builder_image/Dockerfile.triton).
     triton_image: str = f"ghcr.io/kubeformer/triton:{__version__}"
-    # The init container that fetches and verifies artifacts runs `kubeformer fetch` from this image.
-    fetch_image: str = f"ghcr.io/kubeformer/builder:{__version__}"
+    # The init container that fetches and verifies artifacts runs `kubeformer fetch` from this slim
+    # image (builder_image/Dockerfile.fetch: the `fetch` extra only).
+    fetch_image: str = f"ghcr.io/kubeformer/fetch:{__version__}"
     image_pull_policy: str = "IfNotPresent"
     metrics_port: int = 8080
     field_manager: str = "kubeformer-operator"
@@ -77,11 +78,10 @@ def _switch(env: Mapping[str, str], name: str) -> bool | None:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     defaults = Settings()
-    builder = _text(env, "BUILDER_IMAGE", defaults.builder_image)
     return Settings(
-        builder_image=builder,
+        builder_image=_text(env, "BUILDER_IMAGE", defaults.builder_image),
         triton_image=_text(env, "TRITON_IMAGE", defaults.triton_image),
-        fetch_image=_text(env, "FETCH_IMAGE", builder),
+        fetch_image=_text(env, "FETCH_IMAGE", defaults.fetch_image),
         image_pull_policy=_text(env, "IMAGE_PULL_POLICY", defaults.image_pull_policy),
         metrics_port=int(_number(env, "METRICS_PORT", defaults.metrics_port, int)),
         field_manager=_text(env, "FIELD_MANAGER", defaults.field_manager),

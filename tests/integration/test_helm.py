@@ -149,6 +149,7 @@ def test_cluster_wide_by_default(helm_cli):
     assert "KUBEFORMER_PEERING" not in env
     assert env["KUBEFORMER_BUILDER_IMAGE"] == "ghcr.io/kubeformer/builder:0.1.0"
     assert env["KUBEFORMER_TRITON_IMAGE"] == "ghcr.io/kubeformer/triton:0.1.0"
+    assert env["KUBEFORMER_FETCH_IMAGE"] == "ghcr.io/kubeformer/fetch:0.1.0"
     assert env["KUBEFORMER_KEDA"] == "auto" and env["KUBEFORMER_METRICS_PORT"] == "8080"
     assert "KUBEFORMER_PROMETHEUS_URL" not in env
     # Every KUBEFORMER_* value the chart renders is one the operator accepts.
@@ -267,7 +268,7 @@ def test_operator_pod_is_locked_down(helm_cli):
 
 def test_image_tags_are_pinned():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for block in ("operator", "builder", "triton"):
+    for block in ("operator", "builder", "fetch", "triton"):
         tag = values[block]["image"]["tag"]
         assert isinstance(tag, str) and re.fullmatch(r"\d+\.\d+\.\d+", tag), (block, tag)
 
