@@ -156,7 +156,7 @@ def autoscaler(spec: TransformerSpec, target: render.Target, ctx: Context) -> Ob
         return None
     if ctx.keda and scaling.target_queue_us and ctx.settings.prometheus_url:
         return render.render_scaled_object(
-            scaling, scaling.target_queue_us, target, ctx.settings.prometheus_url
+            scaling, scaling.target_queue_us, target, ctx.settings.prometheus_url, spec.engine.name
         )
     return render.render_hpa(scaling, target)
 

@@ -8,8 +8,11 @@ as arguments or in rendered text.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from kubeformer_builder.build_fields import build_arguments
 from kubeformer_builder.config import BuildConfig
@@ -203,9 +206,26 @@ def fetch_args(spec: TransformerSpec, target: Target) -> list[str]:
     ]
     if serving.preferred_batch_sizes:
         args.append(f"--preferred-batch-sizes={','.join(map(str, serving.preferred_batch_sizes))}")
+    threads = intra_op_threads(spec)
+    if threads is not None:
+        args.append(f"--intra-op-threads={threads}")
     if spec.storage.endpoint:
         args.append(f"--s3-endpoint={spec.storage.endpoint}")
     return args
+
+
+def intra_op_threads(spec: TransformerSpec) -> int | None:
+    """ONNX Runtime threads per model instance on CPU: the Triton container's CPUs (its limit, else its
+    request) shared by its instances, at least one; None on GPU. ONNX Runtime's own default (0) is one
+    thread per host core, which oversubscribes a pod limited to fewer CPUs than the node has.
+    """
+    if uses_gpu(spec):
+        return None
+    rendered = resources(spec.serving.placement, DEFAULT_TRITON_REQUESTS, gpu=False)
+    cpus = rendered.get("limits", {}).get("cpu") or rendered["requests"].get("cpu")
+    if cpus is None:
+        return None  # nothing says how many CPUs the pod gets: ONNX Runtime's default
+    return max(1, math.floor(parse_quantity(str(cpus)) / spec.serving.instances))
 
 
 def _probe(path: str, period: int, failures: int) -> Obj:
@@ -340,9 +360,12 @@ def render_hpa(scaling: Autoscaling, target: Target) -> Obj:
     )
 
 
-def queue_time_query(namespace: str, name: str) -> str:
-    """Average time a request waits in Triton's queue (µs) over the last minute, across the pods."""
-    pods = f'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
+def queue_time_query(namespace: str, name: str, model: str) -> str:
+    """Average time a request to the ensemble `model` waits in Triton's queue (µs) over the last minute,
+    across the pods. Only the ensemble: its steps (tokenizer, engine) queue too, and their requests
+    would count each client request three times.
+    """
+    pods = f'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+",model="{model}"'
     return (
         f"sum(rate(nv_inference_queue_duration_us{{{pods}}}[1m])) / "
         f"clamp_min(sum(rate(nv_inference_request_success{{{pods}}}[1m])), 1e-9)"
@@ -350,9 +373,14 @@ def queue_time_query(namespace: str, name: str) -> str:
 
 
 def render_scaled_object(
-    scaling: Autoscaling, queue_target_us: int, target: Target, prometheus_url: str
+    scaling: Autoscaling, queue_target_us: int, target: Target, prometheus_url: str, model: str
 ) -> Obj:
-    """KEDA scaling on Triton's queue time: grows before latency does, unlike CPU."""
+    """KEDA scaling on Triton's queue time: grows before latency does, unlike CPU.
+
+    `metricType: Value`: the query is already an average per request, so the HPA KEDA makes must scale
+    by currentReplicas x queue / target. KEDA's default, AverageValue, divides the query by the
+    replica count instead (ceil(queue / target)), which takes 4 replicas at twice the target down to 2.
+    """
     return _serving_object(
         "keda.sh/v1alpha1",
         "ScaledObject",
@@ -364,9 +392,10 @@ def render_scaled_object(
             "triggers": [
                 {
                     "type": "prometheus",
+                    "metricType": "Value",
                     "metadata": {
                         "serverAddress": prometheus_url,
-                        "query": queue_time_query(target.namespace, target.name),
+                        "query": queue_time_query(target.namespace, target.name, model),
                         "threshold": str(queue_target_us),
                     },
                 }

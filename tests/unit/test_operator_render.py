@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from kubeformer_builder.cli.main import make_parser
 from kubeformer_builder.cli.options import config_from_args
 from kubeformer_operator import names, render
@@ -131,13 +135,77 @@ def test_autoscaled_deployment_leaves_replicas_to_the_autoscaler():
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo"}
 
 
-def test_keda_scales_on_triton_queue_time():
+def test_keda_scales_on_the_ensembles_queue_time():
     spec = parse_spec(make_spec(serving={"autoscaling": {"targetQueueMicroseconds": 2000}}), "demo")
-    scaled = render.render_scaled_object(spec.serving.autoscaling, 2000, target(), "http://prom:9090")
+    scaled = render.render_scaled_object(spec.serving.autoscaling, 2000, target(), "http://prom:9090", "demo")
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["metadata"]["threshold"] == "2000"
-    assert "nv_inference_queue_duration_us" in trigger["metadata"]["query"]
-    assert 'namespace="ml"' in trigger["metadata"]["query"]
+    assert trigger["metricType"] == "Value"
+    query = trigger["metadata"]["query"]
+    assert "nv_inference_queue_duration_us" in query and "nv_inference_request_success" in query
+    # Both series on the ensemble only (its tokenizer and engine steps would count each request thrice).
+    assert query.count('namespace="ml"') == 2 and query.count('model="demo"') == 2
+
+
+# The HPA's documented algorithm (kubernetes.io, "Horizontal Pod Autoscaling", Algorithm details), which
+# is what the HPA that KEDA creates from a ScaledObject runs. A ratio within the tolerance (0.1 by
+# default) keeps the current count.
+TOLERANCE = 0.1
+
+
+def hpa_desired_replicas(metric_type: str, current_replicas: int, metric: float, target: float) -> int:
+    """External metric, target type Value: ceil(currentReplicas x metric / target). AverageValue: the
+    metric is divided among the pods first, ratio = metric / (target x currentReplicas), which gives
+    ceil(metric / target)."""
+    ratio = metric / target if metric_type == "Value" else metric / (target * current_replicas)
+    if abs(ratio - 1.0) <= TOLERANCE:
+        return current_replicas
+    return math.ceil(current_replicas * ratio)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "queue_over_target", "expected"),
+    [(4, 2.0, 8), (4, 1.05, 4), (4, 0.5, 2), (1, 3.0, 3), (6, 0.0, 0)],
+)
+def test_rendered_metric_type_scales_replicas_in_proportion_to_queue_time(
+    replicas, queue_over_target, expected
+):
+    """Queue time is an average per request, not a total: twice the target must double the replicas."""
+    spec = parse_spec(make_spec(serving={"autoscaling": {"targetQueueMicroseconds": 2000}}), "demo")
+    scaled = render.render_scaled_object(spec.serving.autoscaling, 2000, target(), "http://prom:9090", "demo")
+    (trigger,) = scaled["spec"]["triggers"]
+    threshold = float(trigger["metadata"]["threshold"])
+    desired = hpa_desired_replicas(trigger["metricType"], replicas, queue_over_target * threshold, threshold)
+    assert desired == expected
+    # KEDA's default would have scaled 4 replicas at twice the target down to 2.
+    assert hpa_desired_replicas("AverageValue", 4, 2 * threshold, threshold) == 2
+
+
+@pytest.mark.parametrize(
+    ("resources", "instances", "threads"),
+    [
+        ({}, 1, 1),  # the default request: 1 CPU
+        ({"requests": {"cpu": "4"}}, 1, 4),
+        ({"requests": {"cpu": "2"}, "limits": {"cpu": "8"}}, 2, 4),  # the limit, shared by 2 instances
+        ({"requests": {"cpu": "500m"}}, 1, 1),  # at least one thread
+        ({"requests": {"cpu": 3}}, 2, 1),
+        ({"requests": {"memory": "1Gi"}}, 1, None),  # nothing says how many CPUs
+    ],
+)
+def test_cpu_serving_threads_follow_the_containers_cpus(resources, instances, threads):
+    serving = {"instancesPerReplica": instances, "resources": resources}
+    spec = parse_spec(make_spec(serving=serving), "demo")
+    assert render.intra_op_threads(spec) == threads
+    (fetch,) = render.render_deployment(spec, target(), SETTINGS)["spec"]["template"]["spec"][
+        "initContainers"
+    ]
+    flags = [a for a in fetch["args"] if a.startswith("--intra-op-threads=")]
+    assert flags == ([] if threads is None else [f"--intra-op-threads={threads}"])
+
+
+def test_gpu_serving_leaves_threads_to_onnx_runtime():
+    spec = parse_spec(make_spec(serving={"resources": {"limits": {"nvidia.com/gpu": 1, "cpu": "4"}}}), "demo")
+    assert render.intra_op_threads(spec) is None
 
 
 def test_service_and_monitor_select_the_serving_pods():
