@@ -63,9 +63,13 @@ def reconcile(body: Obj, ctx: Context) -> tuple[Obj, Observation]:
     target = render.Target(name, namespace, key, names.artifact_uri(spec.storage.uri, namespace, name, key))
     seen = observe_engine(spec, target, body, ctx, Observation(generation, key))
     if seen.engine is not None:
-        deployment, autoscaler = ensure_serving(spec, target, body, ctx)
+        deployment, problem, autoscaler = ensure_serving(spec, target, body, ctx)
         seen = replace(
-            seen, deployment=deployment, autoscaler=autoscaler, endpoint=status.endpoint(name, namespace)
+            seen,
+            deployment=deployment,
+            serving_problem=problem,
+            autoscaler=autoscaler,
+            endpoint=status.endpoint(name, namespace),
         )
     return status.compute_status(seen, previous, now()), seen
 
@@ -163,11 +167,12 @@ def autoscaler(spec: TransformerSpec, target: render.Target, ctx: Context) -> Ob
 
 def ensure_serving(
     spec: TransformerSpec, target: render.Target, body: Obj, ctx: Context
-) -> tuple[status.DeploymentState, str]:
+) -> tuple[status.DeploymentState, status.ServingProblem | None, str]:
     """Apply Deployment, Service, autoscaler and ServiceMonitor, all owned by the custom resource.
 
-    Returns the Deployment's state and the autoscaler kind now in place ("none" when there is none);
-    the status remembers it so that a previous autoscaler of another kind is deleted exactly once.
+    Returns the Deployment's state, why its pods are stuck (read from them only while it is not rolled
+    out) and the autoscaler kind now in place ("none" when there is none); the status remembers the
+    kind so that a previous autoscaler of another kind is deleted exactly once.
     """
     scaler = autoscaler(spec, target, ctx)
     children = [render.render_service(target), *([scaler] if scaler else [])]
@@ -180,7 +185,12 @@ def ensure_serving(
     before = (body.get("status") or {}).get("autoscaler")
     if before and before not in (kind, NO_AUTOSCALER):
         ctx.kube.delete(before, target.namespace, target.name)
-    return status.deployment_state(deployment), kind
+    state = status.deployment_state(deployment)
+    problem = None
+    if not state.rolled_out:
+        pods = ctx.kube.list("Pod", target.namespace, names.selector(target.name))
+        problem = status.serving_problem(deployment, pods)
+    return state, problem, kind
 
 
 def record(body: Obj, previous: Obj, new: Obj, seen_job: JobState | None) -> None:

@@ -252,6 +252,7 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
         "args": fetch_args(spec, target),
         "env": [{"name": "HOME", "value": "/tmp"}, *storage_env(spec)],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # a failed fetch says why in the status
         "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR},
@@ -284,6 +285,9 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=2),
         "resources": resources(spec.serving.placement, DEFAULT_TRITON_REQUESTS, uses_gpu(spec)),
+        # Triton exits on any model load error: its last log lines become the termination message,
+        # which the operator puts into the status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
