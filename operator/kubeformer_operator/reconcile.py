@@ -18,7 +18,7 @@ import kubernetes
 
 from kubeformer_builder.errors import KubeformerError
 from kubeformer_builder.storage import Credentials
-from kubeformer_operator import artifacts, metrics, names, render, status
+from kubeformer_operator import artifacts, drift, metrics, names, render, status
 from kubeformer_operator.config import Settings
 from kubeformer_operator.keys import engine_key
 from kubeformer_operator.kube import Kube
@@ -178,9 +178,11 @@ def ensure_serving(
     children = [render.render_service(target), *([scaler] if scaler else [])]
     if ctx.service_monitor:
         children.append(render.render_service_monitor(target))
-    deployment = ctx.kube.apply(render.owned_by(render.render_deployment(spec, target, ctx.settings), body))
+    deployment = apply_changed(
+        ctx, render.owned_by(render.render_deployment(spec, target, ctx.settings), body)
+    )
     for child in children:
-        ctx.kube.apply(render.owned_by(child, body))
+        apply_changed(ctx, render.owned_by(child, body))
     kind = scaler["kind"] if scaler else NO_AUTOSCALER
     before = (body.get("status") or {}).get("autoscaler")
     if before and before not in (kind, NO_AUTOSCALER):
@@ -191,6 +193,16 @@ def ensure_serving(
         pods = ctx.kube.list("Pod", target.namespace, names.selector(target.name))
         problem = status.serving_problem(deployment, pods)
     return state, problem, kind
+
+
+def apply_changed(ctx: Context, child: Obj) -> Obj:
+    """The live child, applied first only when it differs from `child` in what the operator owns
+    (drift.py): a quiet object costs reads, not writes."""
+    meta = child["metadata"]
+    live = ctx.kube.get(child["kind"], meta["namespace"], meta["name"])
+    if drift.needs_apply(child, live, ctx.settings.field_manager):
+        return ctx.kube.apply(child)
+    return live
 
 
 def record(body: Obj, previous: Obj, new: Obj, seen_job: JobState | None) -> None:
