@@ -6,9 +6,10 @@ so a misconfigured Deployment stops at start with a readable message instead of 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubeformer_builder import __version__
 
@@ -34,6 +35,9 @@ class Settings:
     use_keda: bool | None = None  # None: detect the CRD at startup
     prometheus_url: str | None = None  # what KEDA queries for Triton's queue time
     use_service_monitor: bool | None = None  # None: detect the Prometheus Operator's CRD
+    # Labels on each per-model ServiceMonitor: what the Prometheus selects monitors by (a default
+    # kube-prometheus-stack selects release=<its release name>).
+    monitor_labels: dict[str, str] = field(default_factory=dict)
     peering: str | None = None  # kopf peering name; None: standalone
     peering_priority: int = 0  # among peers, the highest priority acts
     requeue_seconds: float = 30.0  # safety-net timer for objects whose children went quiet
@@ -75,6 +79,19 @@ def _switch(env: Mapping[str, str], name: str) -> bool | None:
     return choices[raw]
 
 
+def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:
+    raw = env.get(PREFIX + name, "").strip() or "{}"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise SettingsError(
+            f'{PREFIX}{name}: expected a JSON object of strings like {{"release": "x"}}, got {raw!r}'
+        )
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     defaults = Settings()
@@ -88,6 +105,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         use_keda=_switch(env, "KEDA"),
         prometheus_url=env.get(PREFIX + "PROMETHEUS_URL") or None,
         use_service_monitor=_switch(env, "SERVICE_MONITOR"),
+        monitor_labels=_labels(env, "MONITOR_LABELS"),
         peering=env.get(PREFIX + "PEERING") or None,
         peering_priority=_integer(env, "PEERING_PRIORITY", defaults.peering_priority),
         requeue_seconds=_number(env, "REQUEUE_SECONDS", defaults.requeue_seconds, float),

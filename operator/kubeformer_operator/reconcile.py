@@ -177,7 +177,7 @@ def ensure_serving(
     scaler = autoscaler(spec, target, ctx)
     children = [render.render_service(target), *([scaler] if scaler else [])]
     if ctx.service_monitor:
-        children.append(render.render_service_monitor(target))
+        children.append(render.render_service_monitor(target, ctx.settings.monitor_labels))
     deployment = apply_changed(
         ctx, render.owned_by(render.render_deployment(spec, target, ctx.settings), body)
     )

@@ -408,16 +408,27 @@ def render_scaled_object(
     )
 
 
-def render_service_monitor(target: Target) -> Obj:
-    return _serving_object(
+# The job the dashboard and the alerts select Triton's series by (as the chart's PodMonitor sets it).
+TRITON_JOB = "kubeformer-triton"
+
+
+def render_service_monitor(target: Target, labels: dict[str, str]) -> Obj:
+    """Triton's metrics of one transformer, labelled with `labels` (what the Prometheus selects
+    monitors by) and relabelled as the dashboard and the alerts expect: job="kubeformer-triton",
+    transformer=<name>."""
+    relabelings = [
+        {"action": "replace", "targetLabel": "job", "replacement": TRITON_JOB},
+        {"action": "replace", "targetLabel": "transformer", "replacement": target.name},
+    ]
+    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "relabelings": relabelings}
+    monitor = _serving_object(
         "monitoring.coreos.com/v1",
         "ServiceMonitor",
         target,
-        {
-            "selector": {"matchLabels": names.selector(target.name)},
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
-        },
+        {"selector": {"matchLabels": names.selector(target.name)}, "endpoints": [endpoint]},
     )
+    monitor["metadata"]["labels"] = {**labels, **monitor["metadata"]["labels"]}
+    return monitor
 
 
 def owner_reference(owner: Obj) -> Obj:

@@ -12,6 +12,7 @@ watches every namespace and must not run alongside; no test here requests it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -160,6 +161,12 @@ def test_cluster_wide_by_default(helm_cli):
     ]
 
 
+def test_monitoring_labels_reach_the_operators_per_model_service_monitors(helm_cli):
+    env = env_of(operator_container(helm_cli.template("--set", "monitoring.labels.release=kps")))
+    assert json.loads(env["KUBEFORMER_MONITOR_LABELS"]) == {"release": "kps"}
+    assert json.loads(env_of(operator_container(helm_cli.template()))["KUBEFORMER_MONITOR_LABELS"]) == {}
+
+
 def test_the_chart_pod_monitor_turns_per_model_service_monitors_off(helm_cli):
     scraped_once = helm_cli.template("--set", "monitoring.tritonMonitor.enabled=true")
     assert env_of(operator_container(scraped_once))["KUBEFORMER_SERVICE_MONITOR"] == "false"
@@ -305,13 +312,12 @@ def test_bad_values_are_refused_naming_the_field(helm_cli, case):
 
 def test_monitoring_schema_accepts_exactly_the_values_blocks_keys():
     """values.schema.json's `monitoring` property: every key of values.yaml's block, and no other."""
-    import json
-
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["monitoring"]
     values = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]
     assert set(schema["properties"]) == set(values)
     for key, block in values.items():
-        assert set(schema["properties"][key]["properties"]) == set(block), key
+        if "properties" in schema["properties"][key]:  # a block of settings, not a map like `labels`
+            assert set(schema["properties"][key]["properties"]) == set(block), key
 
 
 def test_chart_crds_are_identical_to_the_repository_crds():

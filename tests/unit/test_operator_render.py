@@ -212,9 +212,18 @@ def test_service_and_monitor_select_the_serving_pods():
     service = render.render_service(target())
     assert service["spec"]["selector"] == names.selector("demo")
     assert [p["name"] for p in service["spec"]["ports"]] == ["http", "grpc", "metrics"]
-    monitor = render.render_service_monitor(target())
+    monitor = render.render_service_monitor(target(), {"release": "kube-prometheus-stack"})
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    # What a default kube-prometheus-stack selects, and the job the dashboard and the alerts select.
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert {"action": "replace", "targetLabel": "job", "replacement": "kubeformer-triton"} in endpoint[
+        "relabelings"
+    ]
+    assert {"action": "replace", "targetLabel": "transformer", "replacement": "demo"} in endpoint[
+        "relabelings"
+    ]
 
 
 def test_children_are_owned_by_the_custom_resource():

@@ -75,5 +75,10 @@ def test_settings_fail_with_the_variable_name():
     assert load_settings({"KUBEFORMER_FETCH_IMAGE": "f:1"}).fetch_image == "f:1"
     with pytest.raises(SettingsError, match="KUBEFORMER_METRICS_PORT: expected a int"):
         load_settings({"KUBEFORMER_METRICS_PORT": "eighty"})
+    assert load_settings({"KUBEFORMER_MONITOR_LABELS": '{"release": "kps"}'}).monitor_labels == {
+        "release": "kps"
+    }
+    with pytest.raises(SettingsError, match="KUBEFORMER_MONITOR_LABELS: expected a JSON object"):
+        load_settings({"KUBEFORMER_MONITOR_LABELS": "release=kps"})
     with pytest.raises(SettingsError, match="KUBEFORMER_KEDA: expected auto, true or false"):
         load_settings({"KUBEFORMER_KEDA": "maybe"})
