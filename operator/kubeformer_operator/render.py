@@ -77,16 +77,27 @@ def secret_env(variable: str, secret: str, key: str, optional: bool = False) -> 
 
 
 def storage_env(spec: TransformerSpec) -> list[Obj]:
-    if not spec.storage.secret_ref:
-        return []  # the node's or the service account's own identity (IRSA, workload identity)
+    """storage.region, and the storage.secretRef keys; without a Secret, the node's or the service
+    account's own identity (IRSA, workload identity) in that region."""
+    env = [{"name": "AWS_REGION", "value": spec.storage.region}] if spec.storage.region else []
     secret = spec.storage.secret_ref
-    env = [
-        secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"),
-        secret_env("AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY"),
-    ]
-    if spec.storage.region:
-        env.append({"name": "AWS_REGION", "value": spec.storage.region})
+    if secret:
+        env += [
+            secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"),
+            secret_env("AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY"),
+        ]
     return env
+
+
+def source_env(secret: str) -> list[Obj]:
+    """model.credentialsSecret: HF_TOKEN for hf:// sources, S3 keys for s3:// ones (separate from the
+    artifact storage's, see storage.source_credentials); every key optional, a Secret holds what its
+    source needs."""
+    return [
+        secret_env("HF_TOKEN", secret, "HF_TOKEN", optional=True),
+        secret_env("KUBEFORMER_SOURCE_AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID", optional=True),
+        secret_env("KUBEFORMER_SOURCE_AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY", optional=True),
+    ]
 
 
 def resources(placement: Placement, defaults: dict[str, str], gpu: bool) -> Obj:
@@ -133,7 +144,7 @@ def render_build_job(spec: TransformerSpec, target: Target, settings: Settings) 
         *storage_env(spec),
     ]
     if spec.credentials_secret:
-        env.append(secret_env("HF_TOKEN", spec.credentials_secret, "HF_TOKEN", optional=True))
+        env += source_env(spec.credentials_secret)
     container = {
         "name": "builder",
         "image": spec.build.image or settings.builder_image,

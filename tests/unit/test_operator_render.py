@@ -68,7 +68,26 @@ def test_build_job_gets_credentials_only_through_secret_refs():
     secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
     assert secret_env["AWS_ACCESS_KEY_ID"] == {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}
     assert secret_env["HF_TOKEN"] == {"name": "hf-token", "key": "HF_TOKEN", "optional": True}
+    # An s3:// model source's keys, apart from the artifact storage's (storage.source_credentials).
+    assert secret_env["KUBEFORMER_SOURCE_AWS_ACCESS_KEY_ID"] == {
+        "name": "hf-token",
+        "key": "AWS_ACCESS_KEY_ID",
+        "optional": True,
+    }
+    assert secret_env["KUBEFORMER_SOURCE_AWS_SECRET_ACCESS_KEY"]["key"] == "AWS_SECRET_ACCESS_KEY"
     assert "SECRET" not in " ".join(container["args"]).upper()
+
+
+def test_storage_region_reaches_the_job_and_the_fetch_container_with_or_without_a_secret():
+    for secret in ("s3-creds", None):
+        spec = parse_spec(make_spec(storage__region="eu-west-1", storage__secretRef=secret), "demo")
+        job = render.render_build_job(spec, target(), SETTINGS)
+        (fetch,) = render.render_deployment(spec, target(), SETTINGS)["spec"]["template"]["spec"][
+            "initContainers"
+        ]
+        for container in (job["spec"]["template"]["spec"]["containers"][0], fetch):
+            assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
+            assert any(e["name"] == "AWS_ACCESS_KEY_ID" for e in container["env"]) == bool(secret)
 
 
 def test_build_job_fails_at_once_on_permanent_builder_errors():
