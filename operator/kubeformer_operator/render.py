@@ -18,7 +18,7 @@ from kubeformer_builder.build_fields import build_arguments
 from kubeformer_builder.config import BuildConfig
 from kubeformer_operator import names
 from kubeformer_operator.config import Settings
-from kubeformer_operator.spec import Autoscaling, Placement, TransformerSpec
+from kubeformer_operator.spec import Autoscaling, Placement, PodOverlay, TransformerSpec
 
 Obj = dict[str, Any]
 
@@ -121,6 +121,31 @@ def _scheduling(placement: Placement) -> Obj:
     return rendered
 
 
+def add_pod_overlay(template: Obj, overlay: PodOverlay) -> None:
+    """Add to `template` (a pod template) what the cluster requires of its pods: service account, pull
+    secrets, priority and runtime class, affinity, labels, annotations and env of every container.
+    What the operator sets wins: its labels (the selector), annotations, env (credentials) and node
+    affinity (placement) are never replaced."""
+    spec, metadata = template["spec"], template["metadata"]
+    fields = {
+        "serviceAccountName": overlay.service_account,
+        "imagePullSecrets": [dict(s) for s in overlay.image_pull_secrets],
+        "priorityClassName": overlay.priority_class,
+        "runtimeClassName": overlay.runtime_class,
+    }
+    spec.update({key: value for key, value in fields.items() if value})
+    if overlay.affinity:
+        spec["affinity"] = {**overlay.affinity, **spec.get("affinity", {})}
+    metadata["labels"] = {**overlay.labels, **metadata["labels"]}
+    metadata["annotations"] = {**overlay.annotations, **metadata["annotations"]}
+    for container in [*spec.get("initContainers", ()), *spec["containers"]]:
+        taken = {e["name"] for e in container.get("env", ())}
+        container["env"] = [
+            *container.get("env", ()),
+            *(dict(e) for e in overlay.env if e["name"] not in taken),
+        ]
+
+
 def _serving_object(api_version: str, kind: str, target: Target, spec: Obj) -> Obj:
     """A serving child named like its parent, labelled to select the Triton pods."""
     metadata = _metadata(target, target.name, "triton")
@@ -158,7 +183,7 @@ def render_build_job(spec: TransformerSpec, target: Target, settings: Settings) 
         "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
     }
     metadata = _metadata(target, names.build_job_name(target.name, target.key), "build")
-    return {
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": metadata,
@@ -192,6 +217,8 @@ def render_build_job(spec: TransformerSpec, target: Target, settings: Settings) 
             },
         },
     }
+    add_pod_overlay(job["spec"]["template"], spec.build.pod)
+    return job
 
 
 def uses_gpu(spec: TransformerSpec) -> bool:
@@ -324,6 +351,7 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
             },
         },
     }
+    add_pod_overlay(deployment_spec["template"], spec.serving.pod)
     if spec.serving.autoscaling is None:
         deployment_spec["replicas"] = spec.serving.replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": deployment_spec}

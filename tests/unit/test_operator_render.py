@@ -257,3 +257,44 @@ def test_children_are_owned_by_the_custom_resource():
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+POD = {
+    "serviceAccountName": "inference",
+    "imagePullSecrets": [{"name": "regcred"}],
+    "priorityClassName": "high",
+    "runtimeClassName": "nvidia",
+    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+    "labels": {"team": "search", names.TRANSFORMER: "someone-else"},
+    "annotations": {"sidecar.istio.io/inject": "false"},
+    "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}, {"name": "HOME", "value": "/root"}],
+}
+
+
+def test_pod_overlay_adds_what_the_cluster_requires_and_never_replaces_the_operators_fields():
+    spec = parse_spec(make_spec(serving={"pod": POD}, build={"pod": POD}), "demo")
+    job_pod = render.render_build_job(spec, target(), SETTINGS)["spec"]["template"]
+    serving_pod = render.render_deployment(spec, target(), SETTINGS)["spec"]["template"]
+    for pod in (job_pod, serving_pod):
+        assert pod["spec"]["serviceAccountName"] == "inference"
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+        assert (pod["spec"]["priorityClassName"], pod["spec"]["runtimeClassName"]) == ("high", "nvidia")
+        assert pod["spec"]["affinity"] == POD["affinity"]
+        assert pod["metadata"]["labels"]["team"] == "search"
+        assert pod["metadata"]["labels"][names.TRANSFORMER] == "demo"  # the selector stays ours
+        assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+        assert pod["metadata"]["annotations"][names.CACHE_KEY] == KEY
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        for container in [*pod["spec"].get("initContainers", ()), *pod["spec"]["containers"]]:
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["HTTPS_PROXY"] == "http://proxy:3128"
+            assert env["HOME"] == "/tmp" and len(env) == len(container["env"])  # ours, once
+    deployment = render.render_deployment(spec, target(), SETTINGS)
+    assert "team" not in deployment["metadata"]["labels"]  # the pods', not the Deployment's
+
+
+def test_no_pod_overlay_renders_as_before():
+    plain = render.render_deployment(parse_spec(make_spec(), "demo"), target(), SETTINGS)
+    empty = render.render_deployment(parse_spec(make_spec(serving={"pod": {}}), "demo"), target(), SETTINGS)
+    assert plain == empty
+    assert "serviceAccountName" not in plain["spec"]["template"]["spec"]
