@@ -6,6 +6,7 @@ import copy
 
 from kubeformer_operator import drift, names, render
 from kubeformer_operator.config import Settings
+from kubeformer_operator.reconcile import Context, ensure_serving
 from kubeformer_operator.spec import parse_spec
 from tests.fixtures.specs import make_spec, make_transformer
 
@@ -97,3 +98,42 @@ def test_quantities_compare_by_value_and_other_scalars_do_not():
     assert not drift.covers({"cpu": "2"}, {"cpu": "1000m"})
     assert not drift.covers({"enabled": True}, {"enabled": "1"})
     assert not drift.covers({"args": ["a", "b"]}, {"args": ["a"]})
+
+
+class StoredKube:
+    """Keeps what is applied and returns it on get, counting writes: the API server, minus defaults."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.writes = 0
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        found = self.objects.get((kind, name))
+        return copy.deepcopy(found) if found else None
+
+    def apply(self, obj: dict) -> dict:
+        self.writes += 1
+        self.objects[(obj["kind"], obj["metadata"]["name"])] = copy.deepcopy(obj)
+        return copy.deepcopy(obj)
+
+    def list(self, kind: str, namespace: str, labels: dict) -> list[dict]:
+        return []
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        self.writes += 1
+        return self.objects.pop((kind, name), None) is not None
+
+
+def test_a_second_reconcile_of_an_unchanged_object_writes_nothing():
+    kube = StoredKube()
+    ctx = Context(kube=kube, settings=Settings(), service_monitor=True)
+    owner = make_transformer(serving={"autoscaling": {"minReplicas": 1, "maxReplicas": 3}})
+    spec = parse_spec(owner["spec"], "demo")
+    ensure_serving(spec, TARGET, owner, ctx)
+    assert kube.writes == 4  # Deployment, Service, HPA, ServiceMonitor
+    owner["status"] = {"autoscaler": "HorizontalPodAutoscaler"}
+    ensure_serving(spec, TARGET, owner, ctx)
+    assert kube.writes == 4
+    changed = parse_spec({**owner["spec"], "serving": {"replicas": 2}}, "demo")  # no autoscaler now
+    ensure_serving(changed, TARGET, owner, ctx)
+    assert kube.writes == 4 + 1 + 1  # the Deployment, and the HPA deleted
