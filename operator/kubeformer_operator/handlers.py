@@ -92,13 +92,17 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ObjectLocks:
     for trigger in (kopf.on.create, kopf.on.update, kopf.on.resume):
         trigger(*RESOURCE, registry=registry, id="reconcile", retries=20)(on_change_transformer)
 
+    def on_timer(namespace: str, name: str, **_: Any) -> None:
+        """Returns nothing: kopf would write a handler's return value into the status on every tick."""
+        reconcile_object(ctx, locks, namespace, name)
+
     kopf.timer(
         *RESOURCE,
         registry=registry,
         id="safety-net",
         interval=ctx.settings.requeue_seconds,
         idle=ctx.settings.requeue_seconds,
-    )(lambda namespace, name, **_: reconcile_object(ctx, locks, namespace, name))
+    )(on_timer)
 
     def on_event_child(namespace: str, labels: dict, type: str | None, **_: Any) -> None:
         owner = labels.get(names.TRANSFORMER)
