@@ -8,14 +8,17 @@ as arguments or in rendered text.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from kubeformer_builder.build_fields import build_arguments
 from kubeformer_builder.config import BuildConfig
 from kubeformer_operator import names
 from kubeformer_operator.config import Settings
-from kubeformer_operator.spec import Autoscaling, Placement, TransformerSpec
+from kubeformer_operator.spec import Autoscaling, Placement, PodOverlay, TransformerSpec
 
 Obj = dict[str, Any]
 
@@ -74,16 +77,27 @@ def secret_env(variable: str, secret: str, key: str, optional: bool = False) -> 
 
 
 def storage_env(spec: TransformerSpec) -> list[Obj]:
-    if not spec.storage.secret_ref:
-        return []  # the node's or the service account's own identity (IRSA, workload identity)
+    """storage.region, and the storage.secretRef keys; without a Secret, the node's or the service
+    account's own identity (IRSA, workload identity) in that region."""
+    env = [{"name": "AWS_REGION", "value": spec.storage.region}] if spec.storage.region else []
     secret = spec.storage.secret_ref
-    env = [
-        secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"),
-        secret_env("AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY"),
-    ]
-    if spec.storage.region:
-        env.append({"name": "AWS_REGION", "value": spec.storage.region})
+    if secret:
+        env += [
+            secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"),
+            secret_env("AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY"),
+        ]
     return env
+
+
+def source_env(secret: str) -> list[Obj]:
+    """model.credentialsSecret: HF_TOKEN for hf:// sources, S3 keys for s3:// ones (separate from the
+    artifact storage's, see storage.source_credentials); every key optional, a Secret holds what its
+    source needs."""
+    return [
+        secret_env("HF_TOKEN", secret, "HF_TOKEN", optional=True),
+        secret_env("KUBEFORMER_SOURCE_AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID", optional=True),
+        secret_env("KUBEFORMER_SOURCE_AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY", optional=True),
+    ]
 
 
 def resources(placement: Placement, defaults: dict[str, str], gpu: bool) -> Obj:
@@ -105,6 +119,31 @@ def _scheduling(placement: Placement) -> Obj:
     if placement.tolerations:
         rendered["tolerations"] = [dict(t) for t in placement.tolerations]
     return rendered
+
+
+def add_pod_overlay(template: Obj, overlay: PodOverlay) -> None:
+    """Add to `template` (a pod template) what the cluster requires of its pods: service account, pull
+    secrets, priority and runtime class, affinity, labels, annotations and env of every container.
+    What the operator sets wins: its labels (the selector), annotations, env (credentials) and node
+    affinity (placement) are never replaced."""
+    spec, metadata = template["spec"], template["metadata"]
+    fields = {
+        "serviceAccountName": overlay.service_account,
+        "imagePullSecrets": [dict(s) for s in overlay.image_pull_secrets],
+        "priorityClassName": overlay.priority_class,
+        "runtimeClassName": overlay.runtime_class,
+    }
+    spec.update({key: value for key, value in fields.items() if value})
+    if overlay.affinity:
+        spec["affinity"] = {**overlay.affinity, **spec.get("affinity", {})}
+    metadata["labels"] = {**overlay.labels, **metadata["labels"]}
+    metadata["annotations"] = {**overlay.annotations, **metadata["annotations"]}
+    for container in [*spec.get("initContainers", ()), *spec["containers"]]:
+        taken = {e["name"] for e in container.get("env", ())}
+        container["env"] = [
+            *container.get("env", ()),
+            *(dict(e) for e in overlay.env if e["name"] not in taken),
+        ]
 
 
 def _serving_object(api_version: str, kind: str, target: Target, spec: Obj) -> Obj:
@@ -130,7 +169,7 @@ def render_build_job(spec: TransformerSpec, target: Target, settings: Settings) 
         *storage_env(spec),
     ]
     if spec.credentials_secret:
-        env.append(secret_env("HF_TOKEN", spec.credentials_secret, "HF_TOKEN", optional=True))
+        env += source_env(spec.credentials_secret)
     container = {
         "name": "builder",
         "image": spec.build.image or settings.builder_image,
@@ -144,7 +183,7 @@ def render_build_job(spec: TransformerSpec, target: Target, settings: Settings) 
         "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
     }
     metadata = _metadata(target, names.build_job_name(target.name, target.key), "build")
-    return {
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": metadata,
@@ -178,6 +217,8 @@ def render_build_job(spec: TransformerSpec, target: Target, settings: Settings) 
             },
         },
     }
+    add_pod_overlay(job["spec"]["template"], spec.build.pod)
+    return job
 
 
 def uses_gpu(spec: TransformerSpec) -> bool:
@@ -203,9 +244,26 @@ def fetch_args(spec: TransformerSpec, target: Target) -> list[str]:
     ]
     if serving.preferred_batch_sizes:
         args.append(f"--preferred-batch-sizes={','.join(map(str, serving.preferred_batch_sizes))}")
+    threads = intra_op_threads(spec)
+    if threads is not None:
+        args.append(f"--intra-op-threads={threads}")
     if spec.storage.endpoint:
         args.append(f"--s3-endpoint={spec.storage.endpoint}")
     return args
+
+
+def intra_op_threads(spec: TransformerSpec) -> int | None:
+    """ONNX Runtime threads per model instance on CPU: the Triton container's CPUs (its limit, else its
+    request) shared by its instances, at least one; None on GPU. ONNX Runtime's own default (0) is one
+    thread per host core, which oversubscribes a pod limited to fewer CPUs than the node has.
+    """
+    if uses_gpu(spec):
+        return None
+    rendered = resources(spec.serving.placement, DEFAULT_TRITON_REQUESTS, gpu=False)
+    cpus = rendered.get("limits", {}).get("cpu") or rendered["requests"].get("cpu")
+    if cpus is None:
+        return None  # nothing says how many CPUs the pod gets: ONNX Runtime's default
+    return max(1, math.floor(parse_quantity(str(cpus)) / spec.serving.instances))
 
 
 def _probe(path: str, period: int, failures: int) -> Obj:
@@ -232,6 +290,7 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
         "args": fetch_args(spec, target),
         "env": [{"name": "HOME", "value": "/tmp"}, *storage_env(spec)],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # a failed fetch says why in the status
         "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR},
@@ -264,6 +323,9 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=2),
         "resources": resources(spec.serving.placement, DEFAULT_TRITON_REQUESTS, uses_gpu(spec)),
+        # Triton exits on any model load error: its last log lines become the termination message,
+        # which the operator puts into the status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
@@ -289,6 +351,7 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
             },
         },
     }
+    add_pod_overlay(deployment_spec["template"], spec.serving.pod)
     if spec.serving.autoscaling is None:
         deployment_spec["replicas"] = spec.serving.replicas
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": deployment_spec}
@@ -340,9 +403,12 @@ def render_hpa(scaling: Autoscaling, target: Target) -> Obj:
     )
 
 
-def queue_time_query(namespace: str, name: str) -> str:
-    """Average time a request waits in Triton's queue (µs) over the last minute, across the pods."""
-    pods = f'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
+def queue_time_query(namespace: str, name: str, model: str) -> str:
+    """Average time a request to the ensemble `model` waits in Triton's queue (µs) over the last minute,
+    across the pods. Only the ensemble: its steps (tokenizer, engine) queue too, and their requests
+    would count each client request three times.
+    """
+    pods = f'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+",model="{model}"'
     return (
         f"sum(rate(nv_inference_queue_duration_us{{{pods}}}[1m])) / "
         f"clamp_min(sum(rate(nv_inference_request_success{{{pods}}}[1m])), 1e-9)"
@@ -350,9 +416,14 @@ def queue_time_query(namespace: str, name: str) -> str:
 
 
 def render_scaled_object(
-    scaling: Autoscaling, queue_target_us: int, target: Target, prometheus_url: str
+    scaling: Autoscaling, queue_target_us: int, target: Target, prometheus_url: str, model: str
 ) -> Obj:
-    """KEDA scaling on Triton's queue time: grows before latency does, unlike CPU."""
+    """KEDA scaling on Triton's queue time: grows before latency does, unlike CPU.
+
+    `metricType: Value`: the query is already an average per request, so the HPA KEDA makes must scale
+    by currentReplicas x queue / target. KEDA's default, AverageValue, divides the query by the
+    replica count instead (ceil(queue / target)), which takes 4 replicas at twice the target down to 2.
+    """
     return _serving_object(
         "keda.sh/v1alpha1",
         "ScaledObject",
@@ -364,9 +435,10 @@ def render_scaled_object(
             "triggers": [
                 {
                     "type": "prometheus",
+                    "metricType": "Value",
                     "metadata": {
                         "serverAddress": prometheus_url,
-                        "query": queue_time_query(target.namespace, target.name),
+                        "query": queue_time_query(target.namespace, target.name, model),
                         "threshold": str(queue_target_us),
                     },
                 }
@@ -375,16 +447,27 @@ def render_scaled_object(
     )
 
 
-def render_service_monitor(target: Target) -> Obj:
-    return _serving_object(
+# The job the dashboard and the alerts select Triton's series by (as the chart's PodMonitor sets it).
+TRITON_JOB = "kubeformer-triton"
+
+
+def render_service_monitor(target: Target, labels: dict[str, str]) -> Obj:
+    """Triton's metrics of one transformer, labelled with `labels` (what the Prometheus selects
+    monitors by) and relabelled as the dashboard and the alerts expect: job="kubeformer-triton",
+    transformer=<name>."""
+    relabelings = [
+        {"action": "replace", "targetLabel": "job", "replacement": TRITON_JOB},
+        {"action": "replace", "targetLabel": "transformer", "replacement": target.name},
+    ]
+    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "relabelings": relabelings}
+    monitor = _serving_object(
         "monitoring.coreos.com/v1",
         "ServiceMonitor",
         target,
-        {
-            "selector": {"matchLabels": names.selector(target.name)},
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
-        },
+        {"selector": {"matchLabels": names.selector(target.name)}, "endpoints": [endpoint]},
     )
+    monitor["metadata"]["labels"] = {**labels, **monitor["metadata"]["labels"]}
+    return monitor
 
 
 def owner_reference(owner: Obj) -> Obj:

@@ -29,6 +29,24 @@ WAITING_FOR_ARTIFACT = "WaitingForArtifact"
 SERVING_APPLIED = "ServingApplied"
 ROLLING_OUT = "RollingOut"
 AVAILABLE = "Available"
+# Ready=False reasons that say serving is stuck, not just on its way (besides the pods' own waiting
+# reasons below): the Deployment gave up progressing, a container keeps failing.
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+UNSCHEDULABLE = "Unschedulable"
+CONTAINER_FAILED = "ContainerFailed"
+# A container's waiting reasons that no waiting fixes: the kubelet keeps retrying, the pod never gets ready.
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+TERMINATION_MESSAGE_CHARS = 1000  # the end of a termination message: Triton's last log lines
 
 
 class Phase(str, Enum):
@@ -69,6 +87,14 @@ class DeploymentState:
 
 
 @dataclass(frozen=True)
+class ServingProblem:
+    """Why the serving pods do not become ready: a condition reason and a message for people."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Engine:
     """The artifact a Ready object serves, as its manifest and report describe it."""
 
@@ -92,6 +118,7 @@ class Observation:
     engine: Engine | None = None
     job: JobState | None = None
     deployment: DeploymentState | None = None
+    serving_problem: ServingProblem | None = None  # only looked for while not rolled out
     autoscaler: str | None = None  # the autoscaler kind applied, "none" when none
     endpoint: Obj | None = None
 
@@ -151,7 +178,23 @@ def _serving_conditions(seen: Observation) -> tuple[Obj, Obj, Phase]:
         message = f"{state.ready}/{state.desired} replicas ready"
         return deployed, _condition(READY, True, AVAILABLE, message, g), Phase.READY
     message = f"{state.ready}/{state.desired} replicas ready, {state.updated} updated"
+    if seen.serving_problem is not None:
+        problem = seen.serving_problem
+        ready = _condition(READY, False, problem.reason, f"{message}: {problem.message}", g)
+        return deployed, ready, Phase.DEPLOYING
     return deployed, _condition(READY, False, ROLLING_OUT, message, g), Phase.DEPLOYING
+
+
+def serving_failure(new: Mapping[str, Any]) -> Obj | None:
+    """The Ready condition when it says serving is stuck (a pod's or the Deployment's cause), else None."""
+    for condition in new.get("conditions") or ():
+        if condition["type"] == READY and condition["reason"] not in (
+            WAITING_FOR_ARTIFACT,
+            ROLLING_OUT,
+            AVAILABLE,
+        ):
+            return condition
+    return None
 
 
 def _engine_status(engine: Engine) -> Obj:
@@ -315,6 +358,55 @@ def deployment_state(deployment: Mapping[str, Any]) -> DeploymentState:
         available=available,
         current=status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0),
     )
+
+
+def serving_problem(deployment: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> ServingProblem | None:
+    """The first serving pod that says why it is not ready (by name, so the answer is stable), else the
+    Deployment's ProgressDeadlineExceeded, else None (still on its way).
+
+    A pod says why when it cannot be scheduled (PodScheduled=False, Unschedulable), when one of its
+    containers waits for a reason no waiting fixes (CrashLoopBackOff, ImagePullBackOff, ...), or when
+    one has exited non-zero; the message carries the end of the last termination message, which for
+    Triton (terminationMessagePolicy FallbackToLogsOnError) is its last log lines.
+    """
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        found = _pod_problem(pod)
+        if found is not None:
+            return found
+    for condition in (deployment.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "Progressing" and condition.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+            return ServingProblem(PROGRESS_DEADLINE_EXCEEDED, condition.get("message", ""))
+    return None
+
+
+def _pod_problem(pod: Mapping[str, Any]) -> ServingProblem | None:
+    name, status = pod["metadata"]["name"], pod.get("status") or {}
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == UNSCHEDULABLE:
+            return ServingProblem(UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}".strip())
+    for container in [*status.get("initContainerStatuses", ()), *status.get("containerStatuses", ())]:
+        state = container.get("state") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+        where = f"pod {name}, container {container.get('name')}"
+        if waiting.get("reason") in STUCK_WAITING_REASONS:
+            last = ((container.get("lastState") or {}).get("terminated")) or {}
+            detail = _exited(last) or waiting.get("message", "")
+            return ServingProblem(waiting["reason"], f"{where}: {waiting['reason']}: {detail}".strip())
+        if terminated.get("exitCode", 0) != 0:
+            reason = "OOMKilled" if terminated.get("reason") == "OOMKilled" else CONTAINER_FAILED
+            return ServingProblem(reason, f"{where}: {_exited(terminated)}")
+    return None
+
+
+def _exited(terminated: Mapping[str, Any]) -> str:
+    """ "exit code 1 (Error): <the end of the termination message>", or "" when it never ran."""
+    if not terminated:
+        return ""
+    text = f"exit code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
+    message = (terminated.get("message") or "").strip()
+    return f"{text}: {message[-TERMINATION_MESSAGE_CHARS:]}" if message else text
 
 
 def endpoint(name: str, namespace: str) -> Obj:
