@@ -258,6 +258,16 @@ def build_fields() -> tuple[BuildField, ...]:
             parse=float,
         ),
         BuildField(
+            "benchmark_seconds",
+            "optimization.benchmarkSeconds",
+            "--benchmark-seconds",
+            3.0,
+            "seconds of interleaved timing per contender and shape (PyTorch and each candidate that "
+            "passed the gate); less builds faster with noisier speed figures",
+            lambda c: c.benchmark_seconds,
+            parse=float,
+        ),
+        BuildField(
             "s3_endpoint",
             "storage.endpoint",
             "--s3-endpoint",

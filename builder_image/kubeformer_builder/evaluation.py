@@ -195,6 +195,7 @@ class Evaluator:
         found: dict[str, dict[str, Latency]] = {name: {} for name in contenders}
         for case in self.cases:
             calls = {name: (lambda r=run, b=case.batch: r(b)) for name, run in contenders.items()}
-            for name, latency in measure_interleaved(calls, case.size, case.sequence).items():
+            budget = self.config.benchmark_seconds
+            for name, latency in measure_interleaved(calls, case.size, case.sequence, budget).items():
                 found[name][case.label] = latency
         return found
