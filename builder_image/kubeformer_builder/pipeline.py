@@ -210,6 +210,7 @@ def write_triton_repository(
             backend=config.backend,
             preferred_batch_sizes=tuple(sorted({config.shapes.batch.opt, config.shapes.batch.max})),
             max_queue_delay_us=1000,
+            normalized=wrapper.pooling.normalize,
         )
         write_repository(spec, engine, Path(tokenizer_dir), dest)
 

@@ -7,11 +7,11 @@ import sys
 from types import ModuleType
 
 from kubeformer_builder import __version__
-from kubeformer_builder.cli import bench, build, fetch, predict, run, serve
+from kubeformer_builder.cli import api, bench, build, fetch, predict, run, serve
 from kubeformer_builder.errors import KubeformerError
 
 # Each module has NAME, HELP, add_args(parser) and run(args) -> int.
-COMMANDS: tuple[ModuleType, ...] = (build, bench, serve, predict, fetch, run)
+COMMANDS: tuple[ModuleType, ...] = (build, bench, serve, predict, fetch, run, api)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,8 @@ class EnsembleInfo:
     name: str
     task: Task
     id2label: dict[int, str]
+    max_sequence_length: int | None = None  # tokens, special ones included
+    normalized: bool = False  # feature-extraction: EMBEDDING has unit L2 norm
 
 
 def parse_ensemble(config: dict) -> EnsembleInfo:
@@ -46,7 +48,49 @@ def parse_ensemble(config: dict) -> EnsembleInfo:
     if "task" not in values:
         raise ConfigError(f"model {config.get('name')!r} has no 'task' parameter: not a kubeformer ensemble")
     labels = json.loads(values.get("id2label") or "{}")
-    return EnsembleInfo(config["name"], Task(values["task"]), {int(k): v for k, v in labels.items()})
+    length = values.get("max_sequence_length")
+    return EnsembleInfo(
+        config["name"],
+        Task(values["task"]),
+        {int(k): v for k, v in labels.items()},
+        max_sequence_length=int(length) if length else None,
+        normalized=values.get("normalized") == "true",
+    )
+
+
+def request_columns(task: Task, texts: list[str], context: str | list[str] | None = None) -> dict:
+    """The ensemble's input columns: TEXT, or QUESTION and CONTEXT (one context, or one per question)."""
+    if task is not Task.QUESTION_ANSWERING:
+        return {"TEXT": texts}
+    if not context:
+        raise ConfigError("the model answers questions: give the passage with --context")
+    contexts = [context] * len(texts) if isinstance(context, str) else context
+    return {"QUESTION": texts, "CONTEXT": contexts}
+
+
+def readable_answers(info: EnsembleInfo, columns: dict[str, list[str]], out: dict[str, np.ndarray]) -> list:
+    """One readable answer per row of `columns` from the ensemble outputs `out` of that request."""
+    task, labels = info.task, info.id2label
+    if task is Task.QUESTION_ANSWERING:
+        spans = zip(
+            columns["QUESTION"],
+            columns["CONTEXT"],
+            out["START_LOGITS"],
+            out["END_LOGITS"],
+            out["OFFSETS"],
+            strict=True,
+        )
+        return [{"question": q, **answers.best_answer(c, *span)} for q, c, *span in spans]
+    texts = columns["TEXT"]
+    if task is Task.FEATURE_EXTRACTION:
+        return [{"text": t, "embedding": e.tolist()} for t, e in zip(texts, out["EMBEDDING"], strict=True)]
+    if task is Task.TEXT_CLASSIFICATION:
+        return [
+            {"text": t, "labels": answers.classify(x, labels)}
+            for t, x in zip(texts, out["LOGITS"], strict=True)
+        ]
+    rows = zip(texts, out["LOGITS"], out["OFFSETS"], strict=True)
+    return [{"text": t, "entities": answers.aggregate_entities(t, x, o, labels)} for t, x, o in rows]
 
 
 class Predictor:
@@ -115,28 +159,8 @@ class Predictor:
 
     def predict(self, texts: list[str], context: str | None = None) -> list[dict]:
         """One readable answer per text; for question answering the texts are questions about `context`."""
-        task, labels = self.info.task, self.info.id2label
-        if task is Task.QUESTION_ANSWERING:
-            if not context:
-                raise ConfigError(f"{self.info.name} answers questions: give the passage with --context")
-            out = self.infer({"QUESTION": texts, "CONTEXT": [context] * len(texts)})
-            spans = zip(out["START_LOGITS"], out["END_LOGITS"], out["OFFSETS"], strict=True)
-            return [
-                {"question": q, **answers.best_answer(context, *span)}
-                for q, span in zip(texts, spans, strict=True)
-            ]
-        out = self.infer({"TEXT": texts})
-        if task is Task.FEATURE_EXTRACTION:
-            return [
-                {"text": t, "embedding": e.tolist()} for t, e in zip(texts, out["EMBEDDING"], strict=True)
-            ]
-        if task is Task.TEXT_CLASSIFICATION:
-            return [
-                {"text": t, "labels": answers.classify(x, labels)}
-                for t, x in zip(texts, out["LOGITS"], strict=True)
-            ]
-        rows = zip(texts, out["LOGITS"], out["OFFSETS"], strict=True)
-        return [{"text": t, "entities": answers.aggregate_entities(t, x, o, labels)} for t, x, o in rows]
+        columns = request_columns(self.info.task, texts, context)
+        return readable_answers(self.info, columns, self.infer(columns))
 
 
 def _client_module(protocol: str) -> ModuleType:

@@ -70,6 +70,9 @@ class RepositorySpec:
     backend: Backend
     preferred_batch_sizes: tuple[int, ...]
     max_queue_delay_us: int
+    normalized: bool = (
+        False  # feature-extraction: EMBEDDING has unit L2 norm (sentence-transformers Normalize)
+    )
 
     @property
     def tokenizer_name(self) -> str:
@@ -229,6 +232,8 @@ def render_ensemble_config(spec: RepositorySpec) -> str:
     if spec.id2label is not None:
         labels = {str(key): value for key, value in sorted(spec.id2label.items())}
         parameters["id2label"] = json.dumps(labels, ensure_ascii=False, separators=(",", ":"))
+    if spec.task is Task.FEATURE_EXTRACTION:
+        parameters["normalized"] = "true" if spec.normalized else "false"
     return (
         _header(spec.name, 'platform: "ensemble"', spec.max_batch_size)
         + _tensors("input", _text_inputs(spec))
