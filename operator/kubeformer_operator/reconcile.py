@@ -170,9 +170,9 @@ def ensure_serving(
     the status remembers it so that a previous autoscaler of another kind is deleted exactly once.
     """
     scaler = autoscaler(spec, target, ctx)
-    children = [render.render_service(target), *([scaler] if scaler else [])]
+    children = [render.render_service(target, spec.serving.api), *([scaler] if scaler else [])]
     if ctx.service_monitor:
-        children.append(render.render_service_monitor(target))
+        children.append(render.render_service_monitor(target, spec.serving.api))
     deployment = ctx.kube.apply(render.owned_by(render.render_deployment(spec, target, ctx.settings), body))
     for child in children:
         ctx.kube.apply(render.owned_by(child, body))

@@ -58,6 +58,7 @@ class Serving:
     max_queue_delay_us: int = 1000
     preferred_batch_sizes: tuple[int, ...] = ()
     placement: Placement = field(default_factory=Placement)
+    api: bool = True  # the client API front (serving.api.enabled) beside Triton
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def _parse_serving(raw: Raw) -> Serving:
         max_queue_delay_us=batching.get("maxQueueDelayMicroseconds", 1000),
         preferred_batch_sizes=tuple(batching.get("preferredBatchSizes") or ()),
         placement=_placement(raw),
+        api=bool((raw.get("api") or {}).get("enabled", True)),
     )
 
 
