@@ -343,5 +343,5 @@ def test_health_and_metrics(api):
     assert api.get("/health/ready").json() == {"status": "ready"}
     api.post("/v1/embeddings", json={"model": "emb", "input": "counted"})
     text = api.get("/metrics").text
-    assert 'kubeformer_api_requests_total{route="/v1/embeddings",status="200"}' in text
-    assert 'kubeformer_api_request_duration_seconds_bucket{le="0.001",route="/v1/embeddings"}' in text
+    assert 'kubeformer_front_requests_total{route="/v1/embeddings",status="200"}' in text
+    assert 'kubeformer_front_request_duration_seconds_bucket{le="0.001",route="/v1/embeddings"}' in text

@@ -20,13 +20,13 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.routes = frozenset(routes)
         self.requests = Counter(
-            "kubeformer_api_requests",
+            "kubeformer_front_requests",
             "Requests answered by the API front, by route and HTTP status.",
             ("route", "status"),
             registry=self.registry,
         )
         self.latency = Histogram(
-            "kubeformer_api_request_duration_seconds",
+            "kubeformer_front_request_duration_seconds",
             "Time from request to response in the API front (Triton's time included), by route.",
             ("route",),
             buckets=BUCKETS,
