@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from kubeformer_builder.serving.api.server import ApiServer
 from kubeformer_builder.serving.api.settings import ApiSettings, Listen
 from kubeformer_builder.serving.client import Predictor
+from kubeformer_builder.serving.rerank import rerank
 from tests.fixtures.models import minilm_dir as tokenizer_dir
 from tests.fixtures.triton import SERVED, free_ports
 
@@ -223,6 +224,45 @@ def test_predict_question_answering_returns_spans(triton, api):
     assert CONTEXT[single["start"] : single["end"]] == single["answer"]
 
 
+def test_predict_question_answering_over_a_context_longer_than_a_window(triton, api):
+    context = " ".join([CONTEXT] * 12)  # far above 64 tokens: the tokenizer splits it into windows
+    questions = ["When did the bridge open?", "How many lanes?", "What opened?"]
+    with Predictor(triton.endpoints.grpc, "qa") as predictor:
+        want = [
+            {k: v for k, v in a.items() if k != "question"} for a in predictor.predict(questions, context)
+        ]
+    items = [{"question": q, "context": context} for q in questions]
+    assert rounded(
+        api.post("/predict", json={"model": "qa", "inputs": items, "truncate": False}).json()
+    ) == rounded(want)
+
+
+def test_predict_pairs_match_the_cli_client(triton, api):
+    pairs = [("Is it raining?", "It rains all day."), ("A cat sat.", "Stocks fell sharply.")]
+    with Predictor(triton.endpoints.grpc, "cls") as predictor:
+        want = [answer["labels"] for answer in predictor.predict_pairs(pairs)]
+    got = api.post("/predict", json={"model": "cls", "inputs": [list(p) for p in pairs]}).json()
+    assert rounded(got) == rounded(want)
+
+
+def test_rerank_matches_the_cli_rerank(triton, api):
+    query, texts = (
+        "When do trains arrive?",
+        ["Trains arrive late in winter.", "ok", "Snow covers the tracks."],
+    )
+    with Predictor(triton.endpoints.grpc, "rerank") as predictor:
+        want = rerank(predictor, query, texts, top_n=2, return_documents=True)
+    got = api.post(
+        "/rerank", json={"model": "rerank", "query": query, "texts": texts, "top_n": 2, "return_text": True}
+    ).json()
+    assert rounded(got) == rounded(
+        [{"index": w["index"], "score": w["relevance_score"], "text": w["document"]} for w in want]
+    )
+    everything = api.post("/rerank", json={"model": "rerank", "query": query, "texts": texts}).json()
+    assert sorted(item["index"] for item in everything) == [0, 1, 2] and "text" not in everything[0]
+    assert refusal(api.post("/rerank", json={"model": "cls", "query": "q", "texts": ["t"]}), 422, "model")
+
+
 def test_predict_cuts_over_long_text_for_a_model_built_to_refuse(api):
     truncated = api.post("/predict", json={"model": "cls", "inputs": LONG_TEXT}).json()
     cut = api.post("/predict", json={"model": "cls_refuse", "inputs": LONG_TEXT}).json()
@@ -257,6 +297,13 @@ def test_predict_cuts_over_long_text_for_a_model_built_to_refuse(api):
         ("/embed", {"model": "emb", "inputs": "x", "truncate": "yes"}, 422, "truncate"),
         ("/embed", {"inputs": "x"}, 422, "model"),  # two feature-extraction models are served
         ("/predict", {"model": "cls", "inputs": [["a", "b", "c"]]}, 422, "inputs[0]"),
+        ("/predict", {"model": "cls", "inputs": [["a", "b"], "c"]}, 422, "inputs"),
+        ("/predict", {"model": "ner", "inputs": [["a", "b"]]}, 422, "inputs[0]"),
+        ("/rerank", {"model": "rerank", "query": " ", "texts": ["t"]}, 422, "query"),
+        ("/rerank", {"model": "rerank", "query": "q", "texts": []}, 422, "texts"),
+        ("/rerank", {"model": "rerank", "query": "q", "texts": ["t"], "top_n": 0}, 422, "top_n"),
+        ("/rerank", {"model": "rerank", "query": "q", "texts": ["t"], "raw_scores": True}, 422, "raw_scores"),
+        ("/rerank", {"model": "rerank", "query": "q", "texts": ["t"] * 300}, 413, "texts"),
         ("/predict", {"model": "qa", "inputs": {"question": "why?"}}, 422, "inputs[0].context"),
         ("/predict", {"model": "ner", "inputs": []}, 422, "inputs"),
         ("/predict", {"model": "cls"}, 422, "inputs"),

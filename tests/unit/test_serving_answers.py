@@ -51,7 +51,7 @@ def test_best_answer_picks_the_most_likely_span_inside_the_context():
     offsets = np.array([[-1, -1], [-1, -1], [0, 5], [6, 8], [9, 12], [13, 20], [21, 23], [24, 30], [-1, -1]])
     start = np.array([9.0, 9.0, 5.0, 0, 0, 0, 0, 0, 9.0])  # high logits outside the context must be ignored
     end = np.array([9.0, 9.0, 4.0, 0, 0, 0, 0, 0, 9.0])
-    answer = best_answer(context, start, end, offsets)
+    answer = best_answer(context, start[None], end[None], offsets[None])
     assert (answer["answer"], answer["start"], answer["end"]) == ("Paris", 0, 5)
     assert 0 < answer["score"] <= 1
 
@@ -62,13 +62,44 @@ def test_best_answer_never_ends_before_it_starts_nor_runs_too_long():
     start = np.zeros(count)
     end = np.zeros(count)
     start[count - 1], end[0] = 10.0, 10.0  # the best "pair" would end before it starts
-    answer = best_answer("x" * count, start, end, offsets)
+    answer = best_answer("x" * count, start[None], end[None], offsets[None])
     assert answer["start"] < answer["end"]
     start[:] = 0
     start[0], end[count - 1] = 10.0, 10.0  # longer than the limit
-    answer = best_answer("x" * count, start, end, offsets)
+    answer = best_answer("x" * count, start[None], end[None], offsets[None])
     assert answer["end"] - answer["start"] <= MAX_ANSWER_TOKENS
 
 
 def test_best_answer_without_context_tokens_is_empty():
-    assert best_answer("", np.zeros(2), np.zeros(2), np.full((2, 2), -1))["answer"] == ""
+    assert best_answer("", np.zeros((1, 2)), np.zeros((1, 2)), np.full((1, 2, 2), -1))["answer"] == ""
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_each_window_is_scored_as_transformers_select_starts_ends(seed):
+    from transformers.pipelines.document_question_answering import select_starts_ends
+
+    rng = np.random.default_rng(seed)
+    length = 24
+    # [CLS] 3 question tokens [SEP] context tokens [SEP] padding
+    sequence = [None, 0, 0, 0, None] + [1] * 14 + [None] + [None] * 4
+    offsets = np.full((length, 2), -1)
+    offsets[0] = -2  # CLS
+    offsets[5:19] = [[2 * i, 2 * i + 1] for i in range(14)]
+    start, end = rng.normal(size=(2, length)).astype(np.float32) * 3
+    p_mask = np.array([s != 1 for s in sequence], dtype=np.int64)
+    p_mask[0] = 0  # the pipeline keeps CLS unmasked
+    attention = np.array([1] * 20 + [0] * 4)
+    starts, ends, scores, _ = select_starts_ends(start[None], end[None], p_mask, attention, max_answer_len=15)
+    answer = best_answer("ab" * 14, start[None], end[None], offsets[None])
+    assert (answer["start"], answer["end"]) == (offsets[starts[0], 0], offsets[ends[0], 1])
+    assert answer["score"] == pytest.approx(float(scores[0]), rel=1e-5)
+
+
+def test_the_best_window_wins_and_ties_keep_the_first():
+    context = "aa bb cc dd"
+    offsets = np.array([[[-2, -2], [0, 2], [3, 5]], [[-2, -2], [3, 5], [6, 8]], [[-2, -2], [6, 8], [9, 11]]])
+    start = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    end = start.copy()
+    assert best_answer(context, start, end, offsets)["answer"] == "dd"
+    flat = np.zeros((3, 3))
+    assert best_answer(context, flat, flat, offsets)["answer"] == "aa"

@@ -73,6 +73,12 @@ def add_override_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--preferred-batch-sizes", type=_sizes, help="dynamic batching, e.g. 8,16")
     group.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: default)")
+    group.add_argument(
+        "--doc-stride",
+        type=int,
+        help="question answering: tokens shared by neighbouring context windows "
+        "(default: min(max sequence // 2, 128))",
+    )
 
 
 def overrides_from_args(args: argparse.Namespace) -> Overrides:
@@ -82,6 +88,7 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         max_queue_delay_us=args.max_queue_delay_us,
         preferred_batch_sizes=args.preferred_batch_sizes,
         intra_op_threads=args.intra_op_threads,
+        doc_stride=args.doc_stride,
     )
 
 

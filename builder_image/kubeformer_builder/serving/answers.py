@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_ANSWER_TOKENS = 30
+MAX_ANSWER_TOKENS = 15  # transformers' QA pipeline default (max_answer_len)
+CLS_OFFSET = -2  # OFFSETS of a QA window's CLS token (see triton/tokenizer_model.py)
+# What transformers' QA pipeline gives undesired tokens before its softmax.
+_MASKED_LOGIT = -10000.0
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def classify(logits: np.ndarray, id2label: dict[int, str]) -> list[dict]:
@@ -74,15 +81,40 @@ def aggregate_entities(
     ]
 
 
+def _window_answer(context: str, start_logits: np.ndarray, end_logits: np.ndarray, offsets: np.ndarray):
+    """One window's best span as transformers' QA pipeline scores it (select_starts_ends, top_k 1).
+
+    Context tokens and the CLS token share the softmax; CLS (position 0) is then zeroed, so a span
+    is context tokens only. None when the window holds no candidate.
+    """
+    desired = (offsets[:, 0] >= 0) | (offsets[:, 0] == CLS_OFFSET)
+    start = softmax(np.where(desired, start_logits, _MASKED_LOGIT).astype(np.float64))
+    end = softmax(np.where(desired, end_logits, _MASKED_LOGIT).astype(np.float64))
+    start[0] = end[0] = 0.0
+    candidates = np.tril(np.triu(np.outer(start, end)), MAX_ANSWER_TOKENS - 1)
+    first, last = np.unravel_index(int(np.argmax(candidates)), candidates.shape)
+    if not (desired[first] and desired[last]):
+        return None
+    begin, finish = max(int(offsets[first, 0]), 0), max(int(offsets[last, 1]), 0)
+    return {
+        "answer": context[begin:finish],
+        "start": begin,
+        "end": finish,
+        "score": float(candidates[first, last]),
+    }
+
+
 def best_answer(context: str, start_logits: np.ndarray, end_logits: np.ndarray, offsets: np.ndarray) -> dict:
-    """The most probable context span: start <= end, at most MAX_ANSWER_TOKENS tokens long."""
-    in_context = offsets[:, 0] >= 0
-    if not in_context.any():
-        return {"answer": "", "start": 0, "end": 0, "score": 0.0}
-    start_p = np.where(in_context, softmax(np.where(in_context, start_logits, -np.inf)), 0.0)
-    end_p = np.where(in_context, softmax(np.where(in_context, end_logits, -np.inf)), 0.0)
-    pairs = np.triu(np.outer(start_p, end_p))
-    pairs = np.tril(pairs, MAX_ANSWER_TOKENS - 1)
-    first, last = np.unravel_index(int(np.argmax(pairs)), pairs.shape)
-    start, end = int(offsets[first, 0]), int(offsets[last, 1])
-    return {"answer": context[start:end], "start": start, "end": end, "score": float(pairs[first, last])}
+    """The most probable span of `context` over all its windows, as transformers' QA pipeline finds it.
+
+    start_logits, end_logits: float32 [W, L] (one row per context window); offsets: int32 [W, L, 2],
+    the character span in `context` of each token's word, [-1, -1] outside the context and
+    [-2, -2] for CLS. A span is at most MAX_ANSWER_TOKENS tokens, start <= end; the first window
+    wins a tie. Returns {"answer", "start", "end", "score"} (character offsets into `context`).
+    """
+    best = {"answer": "", "start": 0, "end": 0, "score": 0.0}
+    for window in zip(start_logits, end_logits, offsets, strict=True):
+        answer = _window_answer(context, *window)
+        if answer is not None and answer["score"] > best["score"]:
+            best = answer
+    return best

@@ -7,6 +7,7 @@ the URL: it finds the ensemble, reads its parameters and picks the post-processi
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -33,17 +34,26 @@ def parse_url(url: str) -> Target:
     return Target(scheme, address.rstrip("/"))
 
 
+PAIR_INPUT = "TEXT_PAIR"
+
+
 @dataclass(frozen=True)
 class EnsembleInfo:
     name: str
     task: Task
     id2label: dict[int, str]
+    inputs: tuple[str, ...] = ("TEXT",)  # the ensemble's input names (TEXT_PAIR: takes pairs)
+    max_batch_size: int = 0  # most texts (or pairs) one request may carry
     max_sequence_length: int | None = None  # tokens, special ones included
     normalized: bool = False  # feature-extraction: EMBEDDING has unit L2 norm
 
+    @property
+    def takes_pairs(self) -> bool:
+        return PAIR_INPUT in self.inputs
+
 
 def parse_ensemble(config: dict) -> EnsembleInfo:
-    """Task and labels from an ensemble config in Triton's JSON form."""
+    """Task, labels, inputs and batch limit from an ensemble config in Triton's JSON form."""
     values = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
     if "task" not in values:
         raise ConfigError(f"model {config.get('name')!r} has no 'task' parameter: not a kubeformer ensemble")
@@ -53,6 +63,8 @@ def parse_ensemble(config: dict) -> EnsembleInfo:
         config["name"],
         Task(values["task"]),
         {int(k): v for k, v in labels.items()},
+        tuple(item["name"] for item in config.get("input", [])),
+        int(config.get("max_batch_size", 0)),
         max_sequence_length=int(length) if length else None,
         normalized=values.get("normalized") == "true",
     )
@@ -72,15 +84,13 @@ def readable_answers(info: EnsembleInfo, columns: dict[str, list[str]], out: dic
     """One readable answer per row of `columns` from the ensemble outputs `out` of that request."""
     task, labels = info.task, info.id2label
     if task is Task.QUESTION_ANSWERING:
-        spans = zip(
-            columns["QUESTION"],
-            columns["CONTEXT"],
-            out["START_LOGITS"],
-            out["END_LOGITS"],
-            out["OFFSETS"],
-            strict=True,
-        )
-        return [{"question": q, **answers.best_answer(c, *span)} for q, c, *span in spans]
+        # One output row per context window; SAMPLE_INDEX says which question each row answers.
+        rows = out["SAMPLE_INDEX"].reshape(-1)
+        spans = ("START_LOGITS", "END_LOGITS", "OFFSETS")
+        return [
+            {"question": q, **answers.best_answer(c, *(out[name][rows == i] for name in spans))}
+            for i, (q, c) in enumerate(zip(columns["QUESTION"], columns["CONTEXT"], strict=True))
+        ]
     texts = columns["TEXT"]
     if task is Task.FEATURE_EXTRACTION:
         return [{"text": t, "embedding": e.tolist()} for t, e in zip(texts, out["EMBEDDING"], strict=True)]
@@ -161,6 +171,34 @@ class Predictor:
         """One readable answer per text; for question answering the texts are questions about `context`."""
         columns = request_columns(self.info.task, texts, context)
         return readable_answers(self.info, columns, self.infer(columns))
+
+    def pair_logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """LOGITS float32 [len(pairs), N] of (text, text_pair) pairs, sent as ONE request of that batch.
+
+        Raises ConfigError when the ensemble takes no TEXT_PAIR or the pairs exceed its max batch size,
+        ServeError when Triton refuses the request (its message names the input).
+        """
+        if not self.info.takes_pairs:
+            raise ConfigError(
+                f"{self.info.name} ({self.info.task.value}) takes single texts only (inputs "
+                f"{', '.join(self.info.inputs)}); pairs need a text-classification model"
+            )
+        if not pairs:
+            raise ConfigError("pairs: need at least one (text, text_pair) pair")
+        if len(pairs) > self.info.max_batch_size:
+            raise ConfigError(
+                f"pairs: {len(pairs)} pairs are more than {self.info.name}'s max batch size "
+                f"{self.info.max_batch_size}; send them in smaller requests"
+            )
+        return self.infer({"TEXT": [a for a, _ in pairs], PAIR_INPUT: [b for _, b in pairs]})["LOGITS"]
+
+    def predict_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+        """One readable answer per (text, text_pair): {"text", "text_pair", "labels"} as predict gives."""
+        logits = self.pair_logits(pairs)
+        return [
+            {"text": a, "text_pair": b, "labels": answers.classify(x, self.info.id2label)}
+            for (a, b), x in zip(pairs, logits, strict=True)
+        ]
 
 
 def _client_module(protocol: str) -> ModuleType:

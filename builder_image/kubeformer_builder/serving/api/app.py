@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kubeformer_builder.config import Task
+from kubeformer_builder.errors import ConfigError
 from kubeformer_builder.serving.api import schemas
 from kubeformer_builder.serving.api.backend import TritonBackend
 from kubeformer_builder.serving.api.body import read_json
@@ -33,6 +34,7 @@ from kubeformer_builder.serving.api.errors import ApiError, invalid, too_large
 from kubeformer_builder.serving.api.metrics import Metrics, MetricsMiddleware
 from kubeformer_builder.serving.api.settings import ApiSettings
 from kubeformer_builder.serving.client import readable_answers
+from kubeformer_builder.serving.rerank import check_cross_encoder, ranked
 
 log = logging.getLogger("kubeformer.api")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -142,7 +144,7 @@ def _predict_rows(model: ServedModel, inputs) -> list[tuple[str, ...]]:
         return [(t,) for t in schemas.predict_inputs("texts", inputs)]
     rows = schemas.predict_inputs("sequences", inputs)
     sizes = {len(row) for row in rows}
-    if 2 in sizes and "TEXT_PAIR" not in model.inputs:
+    if 2 in sizes and not model.info.takes_pairs:
         index = next(i for i, row in enumerate(rows) if len(row) == 2)
         raise invalid(f"inputs[{index}]", f"{model.name!r} takes single texts, not [text, text_pair]")
     if len(sizes) > 1:
@@ -175,6 +177,31 @@ async def predict(front: Front, request: Request) -> Response:
         result = [{k: v for k, v in answer.items() if k != "question"} for answer in answers]
     single = isinstance(raw.get("inputs"), str | dict)
     return json_response(result[0] if single else result)
+
+
+async def tei_rerank(front: Front, request: Request) -> Response:
+    _, body = await front.body(request, schemas.RerankRequest)
+    model = find(await front.catalog(), body.model, (Task.TEXT_CLASSIFICATION,), "/rerank")
+    try:
+        if not model.info.takes_pairs:
+            raise ConfigError(f"{model.name}: takes single texts; rerank needs a pair (cross-encoder) model")
+        check_cross_encoder(model.info)
+    except ConfigError as error:
+        raise invalid("model", str(error)) from None
+    front.check_count(body.texts, "texts")
+    rows, _ = model.fit([(body.query, text) for text in body.texts], body.truncate, "texts")
+    logits = (await front.backend.infer(model, _columns(model, rows)))["LOGITS"]
+    results = ranked(logits, body.texts, body.top_n, body.return_text)
+    return json_response(
+        [
+            {
+                "index": r["index"],
+                "score": r["relevance_score"],
+                **({"text": r["document"]} if body.return_text else {}),
+            }
+            for r in results
+        ]
+    )
 
 
 async def health_live(front: Front, request: Request) -> Response:
@@ -210,6 +237,7 @@ ROUTES = (
     ("/v1/embeddings", openai_embeddings, "POST"),
     ("/v1/models", openai_models, "GET"),
     ("/embed", tei_embed, "POST"),
+    ("/rerank", tei_rerank, "POST"),
     ("/predict", predict, "POST"),
     ("/health", health_ready, "GET"),
     ("/health/live", health_live, "GET"),

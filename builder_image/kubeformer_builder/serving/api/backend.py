@@ -16,6 +16,7 @@ from kubeformer_builder.serving.api.catalog import ServedModel, parse_served, to
 from kubeformer_builder.serving.api.errors import ApiError
 from kubeformer_builder.serving.client import parse_url
 
+SAMPLE_INDEX = "SAMPLE_INDEX"
 # gRPC status names and HTTP codes under which Triton (or the way to it) cannot serve right now.
 _UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "503", "None")
 
@@ -77,15 +78,19 @@ class TritonBackend:
     async def infer(self, model: ServedModel, columns: dict[str, list[str]]) -> dict[str, np.ndarray]:
         """The ensemble's outputs for rows given per input name, in row order."""
         count = len(next(iter(columns.values())))
-        step = model.max_batch_size
+        step = max(1, model.info.max_batch_size)
+        starts = range(0, count, step)
         parts = await asyncio.gather(
             *(
                 self._infer(model.name, {k: v[start : start + step] for k, v in columns.items()})
-                for start in range(0, count, step)
+                for start in starts
             )
         )
         if len(parts) == 1:
             return parts[0]
+        for start, part in zip(starts, parts, strict=True):
+            if SAMPLE_INDEX in part:  # QA: rows of a part point at that part's questions
+                part[SAMPLE_INDEX] = part[SAMPLE_INDEX] + start
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     async def _infer(self, name: str, columns: dict[str, list[str]]) -> dict[str, np.ndarray]:

@@ -45,8 +45,6 @@ class Lengths:
 @dataclass(frozen=True)
 class ServedModel:
     info: EnsembleInfo
-    inputs: tuple[str, ...]  # the ensemble's input names: TEXT [+ TEXT_PAIR], or QUESTION and CONTEXT
-    max_batch_size: int  # texts per Triton request; longer requests are split
     truncates: bool  # the tokenizer cuts over-long texts itself (build truncation=truncate)
     dimensions: int | None  # feature-extraction: embedding size
     lengths: Lengths
@@ -66,7 +64,10 @@ class ServedModel:
 
         Raises ApiError 413 naming `field[i]` when a row is over the maximum sequence length and
         `truncate` is false, or when it is a pair that a model built to refuse long texts cannot cut.
+        Question answering splits long contexts into windows itself: its rows pass as they are.
         """
+        if self.task is Task.QUESTION_ANSWERING:
+            return rows, sum(len(e.ids) for e in self.lengths.encode(rows))
         limit, fitted, tokens = self.lengths.max_length, [], 0
         for index, (row, encoding) in enumerate(zip(rows, self.lengths.encode(rows), strict=True)):
             count = len(encoding.ids)
@@ -106,8 +107,6 @@ def parse_served(config: dict, tokenizer_config: dict, engine_config: dict, path
     dims = {o["name"]: [int(d) for d in o.get("dims", [])] for o in engine_config.get("output", [])}
     return ServedModel(
         info=info,
-        inputs=tuple(item["name"] for item in config.get("input", [])),
-        max_batch_size=max(1, int(config.get("max_batch_size", 1))),
         truncates=truncation == "truncate",
         dimensions=(dims.get("EMBEDDING") or [None])[-1],
         lengths=Lengths(path, info.max_sequence_length or 512),

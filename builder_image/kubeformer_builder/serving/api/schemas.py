@@ -83,13 +83,12 @@ class EmbedRequest(Strict):
 
 
 class RerankRequest(Strict):
-    """text-embeddings-inference's POST /rerank, plus infinity's top_n."""
+    """text-embeddings-inference's POST /rerank (sigmoid scores, no raw_scores) plus infinity's top_n."""
 
     query: Text
     texts: Texts
     top_n: Annotated[StrictInt, Field(gt=0)] | None = None
     return_text: StrictBool = False
-    raw_scores: StrictBool = False
     truncate: StrictBool = True
     model: StrictStr | None = None
 
