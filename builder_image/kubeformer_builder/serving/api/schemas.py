@@ -73,24 +73,27 @@ class EmbeddingsRequest(BaseModel):
     dimensions: Annotated[StrictInt, Field(gt=0)] | None = None
 
 
-class EmbedRequest(Strict):
-    """text-embeddings-inference's POST /embed."""
+class ModelRequest(Strict):
+    """Fields of every text-embeddings-inference-style route: `model` may be left out when one fits."""
 
-    inputs: Texts
-    normalize: StrictBool = True
     truncate: StrictBool = True
     model: StrictStr | None = None
 
 
-class RerankRequest(Strict):
+class EmbedRequest(ModelRequest):
+    """text-embeddings-inference's POST /embed."""
+
+    inputs: Texts
+    normalize: StrictBool = True
+
+
+class RerankRequest(ModelRequest):
     """text-embeddings-inference's POST /rerank (sigmoid scores, no raw_scores) plus infinity's top_n."""
 
     query: Text
     texts: Texts
     top_n: Annotated[StrictInt, Field(gt=0)] | None = None
     return_text: StrictBool = False
-    truncate: StrictBool = True
-    model: StrictStr | None = None
 
 
 class Question(Strict):
@@ -98,12 +101,10 @@ class Question(Strict):
     context: Text
 
 
-class PredictRequest(Strict):
+class PredictRequest(ModelRequest):
     """POST /predict: `inputs` is checked against the model's task by `predict_inputs`."""
 
     inputs: Any
-    truncate: StrictBool = True
-    model: StrictStr | None = None
 
 
 _SEQUENCES = TypeAdapter(Sequences)
