@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import socket
 import subprocess
@@ -275,6 +276,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     manifest = load_manifest(args.artifact)
     texts = corpus(args.corpus_size)
     results: dict = {"task": manifest.task, "model": manifest.name, "variant": manifest.variant, "runs": []}
+    results["machine"] = {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}
     stack: list[Callable[[], None]] = []
     try:
         systems, endpoints = start_systems(args, manifest, stack)
@@ -301,6 +303,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     finally:
         for stop in reversed(stack):
             stop()
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     return results
 
 
@@ -326,7 +329,7 @@ def markdown(results: dict) -> str:
             ("api_vs_infinity_", "api / infinity"),
         ):
             if key + "throughput_ratio" in row:
-                added = f", p50 +{row[key + 'p50_added_ms']:.2f} ms" if key + "p50_added_ms" in row else ""
+                added = f", p50 {row[key + 'p50_added_ms']:+.2f} ms" if key + "p50_added_ms" in row else ""
                 lines.append(
                     f"- C={row['concurrency']}: throughput x{row[key + 'throughput_ratio']:.2f}, "
                     f"p50 x{row[key + 'p50_ratio']:.2f}, p95 x{row[key + 'p95_ratio']:.2f}{added} ({label})"
