@@ -212,6 +212,14 @@ def build_fields() -> tuple[BuildField, ...]:
             lambda c: c.calibration.column,
         ),
         BuildField(
+            "calibration_pair_column",
+            "optimization.calibration.pairColumn",
+            "--calibration-pair-column",
+            None,
+            "column holding the second texts of pairs: a pair model is calibrated and judged on pairs",
+            lambda c: c.calibration.pair_column,
+        ),
+        BuildField(
             "calibration_samples",
             "optimization.calibration.samples",
             "--calibration-samples",

@@ -111,6 +111,7 @@ class Calibration:
     column: str
     samples: int
     method: CalibrationMethod
+    pair_column: str | None = None  # second texts of pairs (text-classification pair models)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,16 @@ def parse_build_config(**raw: Any) -> BuildConfig:
         problems.append(f"optimization.calibration.samples: must be 8..100000, got {samples!r}")
     if not isinstance(max_drop, int | float) or not 0.0 <= max_drop <= 1.0:
         problems.append(f"optimization.accuracyGate.maxDrop: must be within 0..1, got {max_drop!r}")
+    pair_column = values["calibration_pair_column"]
+    if pair_column is not None and task != Task.TEXT_CLASSIFICATION.value:
+        problems.append(
+            f"optimization.calibration.pairColumn: only text-classification takes pairs, not {task}"
+        )
+    if pair_column is not None and values["calibration_source"] is None:
+        problems.append(
+            "optimization.calibration.pairColumn: needs optimization.calibration.source "
+            "(the built-in corpus holds single texts)"
+        )
     if not values["revision"]:
         problems.append("model.revision: must not be empty")
     if problems:
@@ -205,7 +216,9 @@ def parse_build_config(**raw: Any) -> BuildConfig:
         tokenizer=tokenizer,
         name=name,
         shapes=shapes,
-        calibration=Calibration(values["calibration_source"], values["calibration_column"], samples, method),
+        calibration=Calibration(
+            values["calibration_source"], values["calibration_column"], samples, method, pair_column
+        ),
         gate=Gate(metric, float(max_drop)),
         truncation=parsed_truncation,
         storage=StorageConfig(values["s3_endpoint"]),

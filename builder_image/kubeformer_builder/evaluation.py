@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kubeformer_builder import gate, inference
+from kubeformer_builder import calibration, gate, inference
+from kubeformer_builder.calibration import Text
 from kubeformer_builder.config import Backend, BuildConfig, GateMetric, Precision
 from kubeformer_builder.tasks import ExportWrapper
 from kubeformer_builder.timing import Latency, measure
@@ -30,7 +31,7 @@ class TimingCase:
 class Evaluator:
     """Reference outputs of fp32 PyTorch and the timing inputs for one build."""
 
-    def __init__(self, wrapper: ExportWrapper, tokenizer, config: BuildConfig, held_out: tuple[str, ...]):
+    def __init__(self, wrapper: ExportWrapper, tokenizer, config: BuildConfig, held_out: tuple[Text, ...]):
         self.wrapper, self.config = wrapper, config
         self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric)
         max_length = config.shapes.sequence.max
@@ -38,13 +39,13 @@ class Evaluator:
         self.reference = [inference.run_torch(wrapper, batch) for batch in self.held_out]
         self.cases = self._timing_cases(tokenizer, held_out)
 
-    def _timing_cases(self, tokenizer, texts: tuple[str, ...]) -> list[TimingCase]:
+    def _timing_cases(self, tokenizer, texts: tuple[Text, ...]) -> list[TimingCase]:
         """Single-request latency and batched throughput at the profile's optimal shapes."""
         shapes, task, names = self.config.shapes, self.config.task, self.wrapper.input_names
         sequence = shapes.sequence.opt
         cases = []
         for label, size in (("single", 1), ("batched", shapes.batch.opt)):
-            chosen = [texts[i % len(texts)] * 8 for i in range(size)]  # long enough to fill `sequence`
+            chosen = [calibration.lengthen(texts[i % len(texts)], 8) for i in range(size)]  # fills `sequence`
             batch = inference.tokenize(tokenizer, task, chosen, names, sequence, pad_to=sequence)
             cases.append(TimingCase(label, batch, size, sequence))
         return cases

@@ -168,7 +168,7 @@ def load_tokenizer(auto_tokenizer, tokenizer_dir: Path):
     return tokenizer
 
 
-def load_calibration(config: BuildConfig, workdir: Path) -> list[str]:
+def load_calibration(config: BuildConfig, workdir: Path) -> list[calibration.Text]:
     source = config.calibration.source
     local = None
     if source and not source.lstrip().startswith("["):
@@ -178,7 +178,7 @@ def load_calibration(config: BuildConfig, workdir: Path) -> list[str]:
     return calibration.load_texts(config.calibration, local)
 
 
-def calibration_batches(tokenizer, config: BuildConfig, input_names, texts: tuple[str, ...]):
+def calibration_batches(tokenizer, config: BuildConfig, input_names, texts: tuple[calibration.Text, ...]):
     """Equal-shape batches (8 texts padded to the optimal sequence length): the histogram
     calibrators stack a stride of batches, so a short last batch is dropped."""
     sequence, size = config.shapes.sequence.opt, min(8, len(texts))

@@ -250,15 +250,15 @@ def test_rerank_matches_the_cli_rerank(triton, api):
         "When do trains arrive?",
         ["Trains arrive late in winter.", "ok", "Snow covers the tracks."],
     )
-    with Predictor(triton.endpoints.grpc, "rerank") as predictor:
+    with Predictor(triton.endpoints.grpc, "xenc") as predictor:
         want = rerank(predictor, query, texts, top_n=2, return_documents=True)
     got = api.post(
-        "/rerank", json={"model": "rerank", "query": query, "texts": texts, "top_n": 2, "return_text": True}
+        "/rerank", json={"model": "xenc", "query": query, "texts": texts, "top_n": 2, "return_text": True}
     ).json()
     assert rounded(got) == rounded(
         [{"index": w["index"], "score": w["relevance_score"], "text": w["document"]} for w in want]
     )
-    everything = api.post("/rerank", json={"model": "rerank", "query": query, "texts": texts}).json()
+    everything = api.post("/rerank", json={"model": "xenc", "query": query, "texts": texts}).json()
     assert sorted(item["index"] for item in everything) == [0, 1, 2] and "text" not in everything[0]
     assert refusal(api.post("/rerank", json={"model": "cls", "query": "q", "texts": ["t"]}), 422, "model")
 
@@ -299,11 +299,11 @@ def test_predict_cuts_over_long_text_for_a_model_built_to_refuse(api):
         ("/predict", {"model": "cls", "inputs": [["a", "b", "c"]]}, 422, "inputs[0]"),
         ("/predict", {"model": "cls", "inputs": [["a", "b"], "c"]}, 422, "inputs"),
         ("/predict", {"model": "ner", "inputs": [["a", "b"]]}, 422, "inputs[0]"),
-        ("/rerank", {"model": "rerank", "query": " ", "texts": ["t"]}, 422, "query"),
-        ("/rerank", {"model": "rerank", "query": "q", "texts": []}, 422, "texts"),
-        ("/rerank", {"model": "rerank", "query": "q", "texts": ["t"], "top_n": 0}, 422, "top_n"),
-        ("/rerank", {"model": "rerank", "query": "q", "texts": ["t"], "raw_scores": True}, 422, "raw_scores"),
-        ("/rerank", {"model": "rerank", "query": "q", "texts": ["t"] * 300}, 413, "texts"),
+        ("/rerank", {"model": "xenc", "query": " ", "texts": ["t"]}, 422, "query"),
+        ("/rerank", {"model": "xenc", "query": "q", "texts": []}, 422, "texts"),
+        ("/rerank", {"model": "xenc", "query": "q", "texts": ["t"], "top_n": 0}, 422, "top_n"),
+        ("/rerank", {"model": "xenc", "query": "q", "texts": ["t"], "raw_scores": True}, 422, "raw_scores"),
+        ("/rerank", {"model": "xenc", "query": "q", "texts": ["t"] * 300}, 413, "texts"),
         ("/predict", {"model": "qa", "inputs": {"question": "why?"}}, 422, "inputs[0].context"),
         ("/predict", {"model": "ner", "inputs": []}, 422, "inputs"),
         ("/predict", {"model": "cls"}, 422, "inputs"),

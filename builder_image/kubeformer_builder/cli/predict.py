@@ -62,7 +62,7 @@ def read_pairs_file(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def _answers(predictor: Predictor, args: argparse.Namespace) -> list[dict]:
+def predict_answers(predictor: Predictor, args: argparse.Namespace) -> list[dict]:
     modes = [bool(args.texts), bool(args.pair or args.pairs_file), bool(args.rerank)]
     if sum(modes) != 1:
         raise ConfigError(
@@ -83,5 +83,5 @@ def _answers(predictor: Predictor, args: argparse.Namespace) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     with Predictor(args.url, args.model) as predictor:
-        print(json.dumps(_answers(predictor, args), indent=2, ensure_ascii=False))
+        print(json.dumps(predict_answers(predictor, args), indent=2, ensure_ascii=False))
     return 0

@@ -42,8 +42,8 @@ class EnsembleInfo:
     name: str
     task: Task
     id2label: dict[int, str]
-    inputs: tuple[str, ...] = ("TEXT",)  # the ensemble's input names (TEXT_PAIR: takes pairs)
-    max_batch_size: int = 0  # most texts (or pairs) one request may carry
+    inputs: tuple[str, ...]  # the ensemble's input names (TEXT_PAIR: takes pairs)
+    max_batch_size: int  # most texts (or pairs) one request may carry
     max_sequence_length: int | None = None  # tokens, special ones included
     normalized: bool = False  # feature-extraction: EMBEDDING has unit L2 norm
 
@@ -63,19 +63,19 @@ def parse_ensemble(config: dict) -> EnsembleInfo:
         config["name"],
         Task(values["task"]),
         {int(k): v for k, v in labels.items()},
-        tuple(item["name"] for item in config.get("input", [])),
-        int(config.get("max_batch_size", 0)),
+        inputs=tuple(item["name"] for item in config.get("input", [])),
+        max_batch_size=int(config.get("max_batch_size", 0)),
         max_sequence_length=int(length) if length else None,
         normalized=values.get("normalized") == "true",
     )
 
 
-def request_columns(task: Task, texts: list[str], context: str | list[str] | None = None) -> dict:
+def request_columns(info: EnsembleInfo, texts: list[str], context: str | list[str] | None = None) -> dict:
     """The ensemble's input columns: TEXT, or QUESTION and CONTEXT (one context, or one per question)."""
-    if task is not Task.QUESTION_ANSWERING:
+    if info.task is not Task.QUESTION_ANSWERING:
         return {"TEXT": texts}
     if not context:
-        raise ConfigError("the model answers questions: give the passage with --context")
+        raise ConfigError(f"{info.name} answers questions: give the passage with --context")
     contexts = [context] * len(texts) if isinstance(context, str) else context
     return {"QUESTION": texts, "CONTEXT": contexts}
 
@@ -169,7 +169,7 @@ class Predictor:
 
     def predict(self, texts: list[str], context: str | None = None) -> list[dict]:
         """One readable answer per text; for question answering the texts are questions about `context`."""
-        columns = request_columns(self.info.task, texts, context)
+        columns = request_columns(self.info, texts, context)
         return readable_answers(self.info, columns, self.infer(columns))
 
     def pair_logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:

@@ -5,8 +5,8 @@ It runs inside Triton's Python stub, where only numpy, `tokenizers` and Triton's
 
 Each request is padded to the smallest sequence bucket that fits its longest text, so requests of
 similar length reach NAME_model with equal shapes and the dynamic batcher can merge them. A bad
-request (empty or non-UTF-8 text, too long under truncation=refuse, a missing or mismatched second
-text) gets its own error; the other requests of the batch are answered normally.
+request (empty or non-UTF-8 text, too long under truncation=refuse, too many QA windows) gets
+its own error; the other requests of the batch are answered normally.
 
 Text pairs (TEXT + TEXT_PAIR, and QUESTION + CONTEXT) are encoded as the transformers tokenizer
 encodes them: segment ids from the tokenizer's template, truncation `longest_first` (`only_second`
@@ -227,18 +227,13 @@ def decode_texts(values: np.ndarray, name: str) -> list[str]:
 def request_texts(columns: dict[str, list[str]]) -> tuple[list, str]:
     """One request's texts (strings, or pairs from two inputs) and the label naming its inputs.
 
-    `columns` holds the inputs the request carries, in the model's input order.
+    `columns` holds the inputs the request carries, in the model's input order; Triton has already
+    refused inputs whose batch sizes differ ("input 'TEXT' batch size does not match other inputs").
     """
     names = list(columns)
     if len(names) == 1:
         return columns[names[0]], names[0]
-    first, second = (columns[name] for name in names)
-    if len(first) != len(second):
-        raise RequestError(
-            f"{names[1]}: {len(second)} texts for {len(first)} in {names[0]}; "
-            f"send one {names[1]} per {names[0]} (or leave {names[1]} out for single texts)"
-        )
-    return list(zip(first, second, strict=True)), "/".join(names)
+    return list(zip(*columns.values(), strict=True)), "/".join(names)
 
 
 def parameters(config: dict) -> dict[str, str]:
