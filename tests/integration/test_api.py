@@ -132,7 +132,7 @@ def test_dimensions_truncate_and_renormalize(triton, api):
 def test_models_lists_every_served_ensemble(api):
     body = api.get("/v1/models").json()
     assert {m["id"]: m["task"] for m in body["data"]} == {
-        name: task.value for name, (task, _) in SERVED.items()
+        name: task.value for name, (task, *_) in SERVED.items()
     }
 
 
