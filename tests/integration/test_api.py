@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -392,3 +396,35 @@ def test_health_and_metrics(api):
     text = api.get("/metrics").text
     assert 'kubeformer_front_requests_total{route="/v1/embeddings",status="200"}' in text
     assert 'kubeformer_front_request_duration_seconds_bucket{le="0.001",route="/v1/embeddings"}' in text
+
+
+def test_kubeformer_api_command_serves_until_sigterm(triton):
+    """What the operator's `api` container runs: `kubeformer api` in front of a Triton it did not start."""
+    port = free_ports(1)[0]
+    repositories = [f"--repository={a / 'model_repository'}" for a in triton.artifacts.values()]
+    command = [
+        sys.executable,
+        "-m",
+        "kubeformer_builder.cli.main",
+        "api",
+        f"--triton={triton.endpoints.grpc}",
+    ]
+    process = subprocess.Popen(
+        [*command, *repositories, f"--api-port={port}"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(600):
+                try:
+                    if client.get("/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            reply = client.post("/embed", json={"model": "emb", "inputs": "from the pod"})
+            assert reply.status_code == 200 and len(reply.json()) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM, no traceback.
+    assert process.returncode == -signal.SIGTERM and "Traceback" not in stderr, stderr
