@@ -276,6 +276,7 @@ def write_triton_repository(
             preferred_batch_sizes=tuple(sorted({config.shapes.batch.opt, config.shapes.batch.max})),
             max_queue_delay_us=1000,
             function_to_apply=function_to_apply,
+            normalized=wrapper.head is not None and wrapper.head.normalizes,
         )
         write_repository(spec, engine, Path(tokenizer_dir), dest)
 

@@ -98,6 +98,11 @@ class SentenceHead(torch.nn.Module):
         self.stages = torch.nn.ModuleList(modules)
         self.dimension, self.description = dimension, description
 
+    @property
+    def normalizes(self) -> bool:
+        """Whether the pipeline ends with Normalize: every embedding then has unit L2 norm."""
+        return bool(self.stages) and type(self.stages[-1]).__name__ == "Normalize"
+
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         features = {"token_embeddings": hidden, "attention_mask": mask}
         for stage in self.stages:

@@ -175,9 +175,9 @@ def ensure_serving(
     kind so that a previous autoscaler of another kind is deleted exactly once.
     """
     scaler = autoscaler(spec, target, ctx)
-    children = [render.render_service(target), *([scaler] if scaler else [])]
+    children = [render.render_service(target, spec.serving.api), *([scaler] if scaler else [])]
     if ctx.service_monitor:
-        children.append(render.render_service_monitor(target, ctx.settings.monitor_labels))
+        children.append(render.render_service_monitor(target, ctx.settings.monitor_labels, spec.serving.api))
     deployment = apply_changed(
         ctx, render.owned_by(render.render_deployment(spec, target, ctx.settings), body)
     )

@@ -25,12 +25,14 @@ Obj = dict[str, Any]
 GPU_RESOURCE = "nvidia.com/gpu"
 NON_ROOT_UID = 65532
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+API_PORT = 8080  # the client API front (kubeformer api): OpenAI /v1/embeddings, /embed, /predict, /metrics
 MODELS_DIR = "/models"
 ARTIFACT_DIR = f"{MODELS_DIR}/artifact"
 # Builder exit codes that no retry can fix (kubeformer_builder.errors): a bad spec, an unsupported
 # model, a failed accuracy gate, an invalid artifact, a missing backend. The Job fails at once.
 PERMANENT_EXIT_CODES = (2, 4, 6, 7, 8)
 DEFAULT_TRITON_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+DEFAULT_API_REQUESTS = {"cpu": "250m", "memory": "256Mi"}
 DEFAULT_BUILD_REQUESTS = {"cpu": "2", "memory": "8Gi"}
 
 
@@ -266,12 +268,43 @@ def intra_op_threads(spec: TransformerSpec) -> int | None:
     return max(1, math.floor(parse_quantity(str(cpus)) / spec.serving.instances))
 
 
-def _probe(path: str, period: int, failures: int) -> Obj:
+def _probe(path: str, period: int, failures: int, port: str = "http") -> Obj:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "failureThreshold": failures,
         "timeoutSeconds": 3,
+    }
+
+
+def render_api_container(spec: TransformerSpec, settings: Settings) -> Obj:
+    """The client API front beside Triton: the serving image's `kubeformer api`, Triton over loopback gRPC.
+
+    Ready only while Triton is (its /health/ready asks Triton), so the Service sends no client to a
+    pod whose engine is still loading; it reads each ensemble's tokenizer from the shared repository.
+    """
+    return {
+        "name": "api",
+        "image": spec.serving.image or settings.triton_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": [
+            "kubeformer",
+            "api",
+            f"--triton=grpc://127.0.0.1:{GRPC_PORT}",
+            f"--repository={ARTIFACT_DIR}/model_repository",
+            "--host=0.0.0.0",
+            f"--api-port={API_PORT}",
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "ports": [{"name": "api", "containerPort": API_PORT, "protocol": "TCP"}],
+        "livenessProbe": _probe("/health/live", period=10, failures=3, port="api"),
+        "readinessProbe": _probe("/health/ready", period=5, failures=2, port="api"),
+        "resources": {"requests": DEFAULT_API_REQUESTS},
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
     }
 
 
@@ -345,7 +378,7 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
                 "enableServiceLinks": False,
                 "securityContext": restricted_pod_security(),
                 "initContainers": [fetch],
-                "containers": [triton],
+                "containers": [triton, *([render_api_container(spec, settings)] if spec.serving.api else [])],
                 "volumes": volumes,
                 **_scheduling(spec.serving.placement),
             },
@@ -357,7 +390,9 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": deployment_spec}
 
 
-def render_service(target: Target) -> Obj:
+def render_service(target: Target, api: bool) -> Obj:
+    """Triton's HTTP, gRPC and metrics ports, and the API front's when it runs (`api`)."""
+    api_ports = [{"name": "api", "port": API_PORT, "targetPort": "api", "protocol": "TCP"}] if api else []
     return _serving_object(
         "v1",
         "Service",
@@ -375,6 +410,7 @@ def render_service(target: Target) -> Obj:
                     "appProtocol": "grpc",
                 },
                 {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+                *api_ports,
             ],
         },
     )
@@ -447,24 +483,29 @@ def render_scaled_object(
     )
 
 
-# The job the dashboard and the alerts select Triton's series by (as the chart's PodMonitor sets it).
-TRITON_JOB = "kubeformer-triton"
+# The jobs the dashboard and the alerts select Triton's and the API front's series by (as the chart's
+# PodMonitor sets them).
+TRITON_JOB, API_JOB = "kubeformer-triton", "kubeformer-api"
 
 
-def render_service_monitor(target: Target, labels: dict[str, str]) -> Obj:
-    """Triton's metrics of one transformer, labelled with `labels` (what the Prometheus selects
-    monitors by) and relabelled as the dashboard and the alerts expect: job="kubeformer-triton",
-    transformer=<name>."""
-    relabelings = [
-        {"action": "replace", "targetLabel": "job", "replacement": TRITON_JOB},
-        {"action": "replace", "targetLabel": "transformer", "replacement": target.name},
-    ]
-    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "relabelings": relabelings}
+def render_service_monitor(target: Target, labels: dict[str, str], api: bool) -> Obj:
+    """Triton's metrics of one transformer, and the API front's (/metrics on its port) when it runs,
+    labelled with `labels` (what the Prometheus selects monitors by) and relabelled as the dashboard and
+    the alerts expect: job="kubeformer-triton" (or "kubeformer-api"), transformer=<name>."""
+
+    def endpoint(port: str, job: str) -> Obj:
+        relabelings = [
+            {"action": "replace", "targetLabel": "job", "replacement": job},
+            {"action": "replace", "targetLabel": "transformer", "replacement": target.name},
+        ]
+        return {"port": port, "path": "/metrics", "interval": "15s", "relabelings": relabelings}
+
+    endpoints = [endpoint("metrics", TRITON_JOB), *([endpoint("api", API_JOB)] if api else [])]
     monitor = _serving_object(
         "monitoring.coreos.com/v1",
         "ServiceMonitor",
         target,
-        {"selector": {"matchLabels": names.selector(target.name)}, "endpoints": [endpoint]},
+        {"selector": {"matchLabels": names.selector(target.name)}, "endpoints": endpoints},
     )
     monitor["metadata"]["labels"] = {**labels, **monitor["metadata"]["labels"]}
     return monitor

@@ -74,6 +74,7 @@ class Serving:
     preferred_batch_sizes: tuple[int, ...] = ()
     placement: Placement = field(default_factory=Placement)
     pod: PodOverlay = field(default_factory=PodOverlay)
+    api: bool = True  # the client API front (serving.api.enabled) beside Triton
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def _parse_serving(raw: Raw) -> Serving:
         preferred_batch_sizes=tuple(batching.get("preferredBatchSizes") or ()),
         placement=_placement(raw),
         pod=_pod_overlay(raw.get("pod") or {}),
+        api=bool((raw.get("api") or {}).get("enabled", True)),
     )
 
 

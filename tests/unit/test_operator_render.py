@@ -129,7 +129,7 @@ def test_deployment_fetches_verifies_and_applies_serving_fields():
         "--preferred-batch-sizes=4,8",
         "--instance-kind=cpu",
     } <= set(fetch["args"])
-    (triton,) = pod["containers"]
+    triton, _api = pod["containers"]
     assert triton["image"] == "triton:1"
     assert {p["containerPort"] for p in triton["ports"]} == {8000, 8001, 8002}
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -228,26 +228,57 @@ def test_gpu_serving_leaves_threads_to_onnx_runtime():
 
 
 def test_service_and_monitor_select_the_serving_pods():
-    service = render.render_service(target())
+    service = render.render_service(target(), api=True)
     assert service["spec"]["selector"] == names.selector("demo")
-    assert [p["name"] for p in service["spec"]["ports"]] == ["http", "grpc", "metrics"]
-    monitor = render.render_service_monitor(target(), {"release": "kube-prometheus-stack"})
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http", "grpc", "metrics", "api"]
+    assert service["spec"]["ports"][-1]["port"] == render.API_PORT == 8080
+    monitor = render.render_service_monitor(target(), {"release": "kube-prometheus-stack"}, api=True)
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == "metrics"
-    # What a default kube-prometheus-stack selects, and the job the dashboard and the alerts select.
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [
+        ("metrics", "/metrics"),
+        ("api", "/metrics"),
+    ]
+    triton_endpoint, api_endpoint = monitor["spec"]["endpoints"]
+    # What a default kube-prometheus-stack selects, and the jobs the dashboard and the alerts select.
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert {"action": "replace", "targetLabel": "job", "replacement": "kubeformer-triton"} in endpoint[
-        "relabelings"
-    ]
-    assert {"action": "replace", "targetLabel": "transformer", "replacement": "demo"} in endpoint[
-        "relabelings"
-    ]
+    for endpoint, job in ((triton_endpoint, "kubeformer-triton"), (api_endpoint, "kubeformer-api")):
+        assert {"action": "replace", "targetLabel": "job", "replacement": job} in endpoint["relabelings"]
+        assert {"action": "replace", "targetLabel": "transformer", "replacement": "demo"} in endpoint[
+            "relabelings"
+        ]
+
+
+def test_api_front_runs_beside_triton_by_default_with_restricted_security():
+    deployment = render.render_deployment(parse_spec(make_spec(), "demo"), target(), SETTINGS)
+    pod = deployment["spec"]["template"]["spec"]
+    triton, api = pod["containers"]
+    assert api["name"] == "api" and api["image"] == triton["image"] == "triton:1"
+    assert api["args"][:2] == ["kubeformer", "api"]
+    assert "--triton=grpc://127.0.0.1:8001" in api["args"]  # the pod's loopback
+    assert f"--repository={render.ARTIFACT_DIR}/model_repository" in api["args"]
+    assert {"--host=0.0.0.0", "--api-port=8080"} <= set(api["args"])
+    assert api["ports"] == [{"name": "api", "containerPort": 8080, "protocol": "TCP"}]
+    assert api["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "api"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "api"}
+    assert api["securityContext"] == render.restricted_container_security()
+    assert {"name": "models", "mountPath": render.MODELS_DIR, "readOnly": True} in api["volumeMounts"]
+    assert {v["name"] for v in pod["volumes"]} >= {m["name"] for m in api["volumeMounts"]}
+
+
+def test_api_front_can_be_turned_off():
+    spec = parse_spec(make_spec(serving={"api": {"enabled": False}}), "demo")
+    assert spec.serving.api is False
+    deployment = render.render_deployment(spec, target(), SETTINGS)
+    assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == ["triton"]
+    service = render.render_service(target(), api=spec.serving.api)
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http", "grpc", "metrics"]
+    monitor = render.render_service_monitor(target(), {}, api=spec.serving.api)
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
 
 
 def test_children_are_owned_by_the_custom_resource():
     owner = make_transformer()
-    child = render.owned_by(render.render_service(target()), owner)
+    child = render.owned_by(render.render_service(target(), api=True), owner)
     (ref,) = child["metadata"]["ownerReferences"]
     assert ref == {
         "apiVersion": "kubeformer.dev/v1alpha1",

@@ -24,6 +24,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("predict", "kubeformer_builder.cli.predict", "serve"),
     ("fetch", "kubeformer_builder.cli.fetch", "fetch"),
     ("run", "kubeformer_builder.cli.run", "builder,serve"),
+    ("api", "kubeformer_builder.cli.api", "api"),
 )
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from kubeformer_builder.errors import ConfigError
 from kubeformer_builder.serving import answers
-from kubeformer_builder.serving.client import Predictor
+from kubeformer_builder.serving.client import EnsembleInfo, Predictor
 
 
 def rerank(
@@ -34,25 +36,41 @@ def rerank(
     size, top_n < 1 or a model that is not a one-logit pair classifier; ServeError when Triton
     refuses the request (e.g. an empty document: "TEXT_PAIR[3]: empty text").
     """
+    pairs = rerank_pairs(predictor.info, query, documents, top_n)
+    return ranked(predictor.pair_logits(pairs), documents, top_n, return_documents)
+
+
+def check_cross_encoder(info: EnsembleInfo) -> None:
+    """ConfigError unless `info` is a one-logit pair classifier (a cross-encoder)."""
+    labels = len(info.id2label)
+    if labels != 1:
+        raise ConfigError(
+            f"{info.name}: rerank needs a cross-encoder with one output score, this model has {labels} labels"
+        )
+
+
+def rerank_pairs(info: EnsembleInfo, query: str, documents: Sequence[str], top_n: int | None) -> list:
+    """The (query, document) pairs to score, after every check `rerank` documents (ConfigError)."""
     if not query.strip():
         raise ConfigError("query: empty text; send at least one non-blank character")
     if not documents:
         raise ConfigError("documents: need at least one document to rerank")
     if top_n is not None and top_n < 1:
         raise ConfigError(f"top_n: must be >= 1, got {top_n}")
-    limit = predictor.info.max_batch_size
+    limit = info.max_batch_size
     if len(documents) > limit:
         raise ConfigError(
-            f"documents: {len(documents)} documents are more than {predictor.info.name}'s max batch size "
+            f"documents: {len(documents)} documents are more than {info.name}'s max batch size "
             f"{limit} (shapes.batch.max); send at most {limit} per request"
         )
-    labels = len(predictor.info.id2label)
-    if labels != 1:
-        raise ConfigError(
-            f"{predictor.info.name}: rerank needs a cross-encoder with one output score, "
-            f"this model has {labels} labels"
-        )
-    logits = predictor.pair_logits([(query, document) for document in documents])
+    check_cross_encoder(info)
+    return [(query, document) for document in documents]
+
+
+def ranked(
+    logits: np.ndarray, documents: Sequence[str], top_n: int | None, return_documents: bool
+) -> list[dict]:
+    """What `rerank` returns, from the pairs' LOGITS float32 [N, 1]: sigmoid scores, highest first."""
     scores = answers.sigmoid(logits[:, 0].astype("float64"))
     order = sorted(range(len(documents)), key=lambda i: -scores[i])[:top_n]
     results = [{"index": i, "relevance_score": float(scores[i])} for i in order]

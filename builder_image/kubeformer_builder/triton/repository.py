@@ -76,6 +76,8 @@ class RepositorySpec:
     max_queue_delay_us: int
     # text-classification: how logits become scores (serving/answers.py SCORE_FUNCTIONS), else None.
     function_to_apply: str | None = None
+    # feature-extraction: EMBEDDING has unit L2 norm (the sentence-transformers pipeline ends in Normalize).
+    normalized: bool = False
 
     @property
     def tokenizer_name(self) -> str:
@@ -267,6 +269,8 @@ def render_ensemble_config(spec: RepositorySpec) -> str:
         parameters["id2label"] = json.dumps(labels, ensure_ascii=False, separators=(",", ":"))
     if spec.function_to_apply is not None:
         parameters["function_to_apply"] = spec.function_to_apply
+    if spec.task is Task.FEATURE_EXTRACTION:
+        parameters["normalized"] = "true" if spec.normalized else "false"
     return (
         _header(spec.name, 'platform: "ensemble"', spec.max_batch_size)
         + _text_inputs(spec)
