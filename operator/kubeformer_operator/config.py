@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubeformer_builder import __version__
+from kubeformer_builder.versions import SERVING
 
 PREFIX = "KUBEFORMER_"
 
@@ -24,6 +25,8 @@ class Settings:
     builder_image: str = f"ghcr.io/kubeformer/builder:{__version__}"
     # The Triton image: NVIDIA's, plus the tokenizer's Python dependencies (builder_image/Dockerfile.triton).
     triton_image: str = f"ghcr.io/kubeformer/triton:{__version__}"
+    # The TensorRT inside `triton_image` (versions.SERVING); engines of another TensorRT are not rolled.
+    triton_tensorrt: str = SERVING.tensorrt
     # The init container that fetches and verifies artifacts runs `kubeformer fetch` from this image.
     fetch_image: str = f"ghcr.io/kubeformer/builder:{__version__}"
     image_pull_policy: str = "IfNotPresent"
@@ -81,6 +84,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         builder_image=builder,
         triton_image=_text(env, "TRITON_IMAGE", defaults.triton_image),
+        triton_tensorrt=_text(env, "TRITON_TENSORRT_VERSION", defaults.triton_tensorrt),
         fetch_image=_text(env, "FETCH_IMAGE", builder),
         image_pull_policy=_text(env, "IMAGE_PULL_POLICY", defaults.image_pull_policy),
         metrics_port=int(_number(env, "METRICS_PORT", defaults.metrics_port, int)),
