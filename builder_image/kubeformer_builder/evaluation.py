@@ -1,6 +1,8 @@
 """Everything a variant is judged by: gate outputs against fp32 PyTorch and latency, on fixed inputs.
 
-Built once per build from the held-out texts, so every variant sees identical inputs.
+Built once per build from the held-out texts, so every variant sees identical inputs, and inputs the
+served model can get: batches of at most `shapes.batch.max` texts, padded to at least
+`shapes.sequence.min` tokens (a TensorRT engine refuses anything outside its profile).
 """
 
 from __future__ import annotations
@@ -17,6 +19,19 @@ from kubeformer_builder.tasks import ExportWrapper
 from kubeformer_builder.timing import Latency, measure
 
 Runner = Callable[[inference.Batch], tuple[np.ndarray, ...]]
+_GATE_BATCH = 8  # texts per gate batch, unless the profile allows fewer
+
+
+def _pad_to(batch: inference.Batch, length: int, pad_id: int) -> inference.Batch:
+    """`batch` right-padded to at least `length` tokens (masked out, ids `pad_id`)."""
+    width = next(iter(batch.values())).shape[1]
+    if width >= length:
+        return batch
+    fill = {"input_ids": pad_id}
+    return {
+        name: np.pad(values, ((0, 0), (0, length - width)), constant_values=fill.get(name, 0))
+        for name, values in batch.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -33,8 +48,13 @@ class Evaluator:
     def __init__(self, wrapper: ExportWrapper, tokenizer, config: BuildConfig, held_out: tuple[str, ...]):
         self.wrapper, self.config = wrapper, config
         self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric)
-        max_length = config.shapes.sequence.max
-        self.held_out = inference.batches(tokenizer, config.task, held_out, wrapper.input_names, max_length)
+        shapes = config.shapes
+        size = min(_GATE_BATCH, shapes.batch.max)
+        batches = inference.batches(
+            tokenizer, config.task, held_out, wrapper.input_names, shapes.sequence.max, size
+        )
+        pad_id = tokenizer.pad_token_id or 0
+        self.held_out = [_pad_to(batch, shapes.sequence.min, pad_id) for batch in batches]
         self.reference = [inference.run_torch(wrapper, batch) for batch in self.held_out]
         self.cases = self._timing_cases(tokenizer, held_out)
 
@@ -59,12 +79,22 @@ class Evaluator:
             from kubeformer_builder.stages import tensorrt
 
             engine_dir = model.parent / f"engine-{precision.value}"
-            plan = tensorrt.build_engine(
-                model, engine_dir, self.config.shapes, precision, self.wrapper.input_names
-            )
+            plan = tensorrt.build_engine(model, engine_dir, self.config.shapes, self.wrapper.input_names)
             return tensorrt.EngineRunner(plan), plan
+        return self.graph_runner(model), model
+
+    def graph_runner(self, model: Path) -> Runner:
+        """The ONNX graph itself under ONNX Runtime (on the CPU without CUDA)."""
         session = inference.make_session(model)
-        return (lambda batch: inference.run_session(session, batch)), model
+        return lambda batch: inference.run_session(session, batch)
+
+    def check_graph(self, model: Path) -> gate.GateReport | None:
+        """For TensorRT, the gate on the fp16 or Q/DQ graph under ONNX Runtime, before any engine
+        exists: what the variant costs in accuracy, known on a machine without a GPU too.
+        None for ONNX Runtime builds, whose runner is that graph already."""
+        if self.config.backend is not Backend.TENSORRT:
+            return None
+        return self.check(self.graph_runner(model))
 
     def check(self, run: Runner, samples: int | None = None) -> gate.GateReport:
         held = self.held_out[:samples] if samples else self.held_out

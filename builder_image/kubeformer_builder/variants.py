@@ -2,8 +2,13 @@
 
 `auto` and `int8` search int8 in rising cost: quantize everything (dynamic and static
 QDQ); if the gate fails, keep the nodes that measured most sensitive in fp32; as a last
-resort keep the FFN output projections in fp32. Every candidate, kept or rejected, goes to
-report.json with its gate numbers and latency.
+resort keep the FFN output projections in fp32. `auto` on TensorRT also tries fp16. Every
+candidate, kept or rejected, goes to report.json with its gate numbers and latency.
+
+TensorRT variants are strongly typed graphs (fp16 casts, explicit Q/DQ). Each graph is first
+judged on ONNX Runtime (`graph_gate`, CPU without CUDA), so what an fp16 or int8 variant costs
+in accuracy is known before, and without, any engine; only a graph that passes is compiled, and
+the engine is judged again on the GPU.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from kubeformer_builder.errors import BackendUnavailableError, GateError
 from kubeformer_builder.evaluation import Evaluator
 from kubeformer_builder.gate import GateReport
 from kubeformer_builder.stages import quantize
+from kubeformer_builder.stages.fp16 import convert_mixed_fp16
 from kubeformer_builder.timing import Latency
 
 log = logging.getLogger("kubeformer.variants")
@@ -40,6 +46,7 @@ class Candidate:
     excluded: tuple[str, ...] = ()
     engine: Path | None = None  # what ships: the ONNX itself, or the TensorRT plan built from it
     gate: GateReport | None = None
+    graph_gate: GateReport | None = None  # TensorRT: the graph's gate on ONNX Runtime, before the engine
     latency: dict[str, Latency] = field(default_factory=dict)
 
     @property
@@ -57,6 +64,7 @@ class Candidate:
             "precision": self.precision.value,
             "kept_fp32_nodes": list(self.excluded),
             "gate": self.gate.to_dict() if self.gate else None,
+            "graph_gate": self.graph_gate.to_dict() if self.graph_gate else None,
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
             "speedup_vs_pytorch": round(self.speedup(baseline), 3) if self.latency else None,
         }
@@ -70,7 +78,9 @@ class VariantSearch:
         fused: Path,
         workdir: Path,
         calib: Sequence[inference.Batch],
+        engines: bool = True,
     ):
+        """`engines=False` judges TensorRT variants on their graphs only (a machine without a GPU)."""
         self.config, self.evaluator, self.fused, self.workdir, self.calib = (
             config,
             evaluator,
@@ -78,13 +88,18 @@ class VariantSearch:
             workdir,
             calib,
         )
+        self.engines = engines
         self.tried: list[Candidate] = []
 
     def judge(self, candidate: Candidate) -> Candidate:
-        run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
-        candidate.gate = self.evaluator.check(run)
-        if candidate.passed:
-            candidate.latency = self.evaluator.time_runner(run)
+        candidate.graph_gate = self.evaluator.check_graph(candidate.path)
+        if candidate.graph_gate is not None and not (candidate.graph_gate.passed and self.engines):
+            candidate.gate = candidate.graph_gate  # no engine: the graph failed, or there is no GPU here
+        else:
+            run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
+            candidate.gate = self.evaluator.check(run)
+            if candidate.passed:
+                candidate.latency = self.evaluator.time_runner(run)
         log.info(
             "variant %s: %s %.4f (drop %.4f, max %.4f) %s",
             candidate.name,
@@ -104,8 +119,9 @@ class VariantSearch:
         import onnx
         from onnxruntime.transformers.onnx_model import OnnxModel
 
-        if self.config.backend is Backend.TENSORRT:  # TensorRT lowers fp32 ONNX itself (FP16 flag)
-            return self.judge(Candidate("fp16", Precision.FP16, self.fused))
+        if self.config.backend is Backend.TENSORRT:  # strongly typed: fp16 comes from the graph
+            target = convert_mixed_fp16(self.fused, self.workdir / "fp16")
+            return self.judge(Candidate("fp16", Precision.FP16, target))
         if not inference.has_cuda():
             raise BackendUnavailableError(
                 "optimization.precision: fp16 runs fast only on a GPU and this build machine has no CUDA; "
@@ -123,9 +139,10 @@ class VariantSearch:
         if kind == "dynamic":
             path = quantize.quantize_dynamic(self.fused, dest, exclude)
         else:
-            symmetric = self.config.backend is Backend.TENSORRT  # TensorRT wants s8 activations, zero point 0
+            tensorrt = self.config.backend is Backend.TENSORRT  # s8 activations, zero point 0, GEMMs only
+            ops = quantize.TENSORRT_OPS if tensorrt else quantize.STATIC_OPS
             path = quantize.quantize_static(
-                self.fused, dest, self.calib, self.config.calibration.method, symmetric, exclude
+                self.fused, dest, self.calib, self.config.calibration.method, tensorrt, exclude, ops
             )
         suffix = "" if not exclude else f"-keep{len(exclude)}"
         return Candidate(f"int8-{kind}{suffix}", Precision.INT8, path, tuple(exclude))
@@ -194,8 +211,10 @@ class VariantSearch:
             self.fp16()
         elif precision is Precision.INT8:
             self.int8()
-        else:  # auto: fp32 is the floor, int8 competes; fp16 only pays off on GPUs
+        else:  # auto: fp32 is the floor, int8 competes; fp16 too on TensorRT, often the fastest there
             self.fp32()
+            if self.config.backend is Backend.TENSORRT:
+                self.fp16()
             self.int8()
         return self.tried
 

@@ -24,6 +24,9 @@ GELU_OPS = {"Gelu", "BiasGelu", "FastGelu"}
 DYNAMIC_OPS = ["MatMul", "Attention", "EmbedLayerNormalization", "Gather"]
 _CALIBRATION_STRIDE = 4
 STATIC_OPS = ["MatMul", "Attention", "Gather", "Add", "Mul", "Relu", "Softmax"]
+# TensorRT (explicit quantization): Q/DQ on the GEMM inputs only, where its int8 kernels are; the
+# rest of the strongly typed network stays in the graph's float type.
+TENSORRT_OPS = ["MatMul"]
 
 
 def quantizable_nodes(model_path: Path) -> list[str]:
@@ -96,6 +99,7 @@ def quantize_static(
     method: CalibrationMethod,
     symmetric_activations: bool = False,
     exclude: Sequence[str] = (),
+    op_types: Sequence[str] = tuple(STATIC_OPS),
 ) -> Path:
     """QDQ static quantization: u8 activations / s8 weights for CPU, s8/s8 symmetric for TensorRT."""
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
@@ -122,7 +126,7 @@ def quantize_static(
             activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            op_types_to_quantize=STATIC_OPS,
+            op_types_to_quantize=list(op_types),
             nodes_to_exclude=list(exclude),
             calibrate_method=methods[method],
             extra_options={
