@@ -135,3 +135,33 @@ def test_waiting_for_storage():
     down = status.compute_status(Observation(1, "k", storage_error="storage: cannot reach"), {}, T0)
     assert status.waiting_for_storage(down)
     assert not status.waiting_for_storage(status.compute_status(Observation(1, "k", engine=ENGINE), {}, T0))
+
+
+TENSORRT = Engine(
+    uri="s3://m/ml/demo/k",
+    precision="int8",
+    backend="tensorrt",
+    variant="int8-static",
+    size_bytes=99,
+    gpu_arch="sm_90",
+    gpu_product="NVIDIA H200",
+    tensorrt_version="10.11.0.33",
+)
+
+
+def test_tensorrt_mismatch_names_both_versions_and_the_remedies():
+    assert status.tensorrt_mismatch(TENSORRT, None, "10.11.0.33") is None
+    assert status.tensorrt_mismatch(ENGINE, None, "10.13.3.9") is None  # ONNX Runtime engines load anywhere
+    assert status.tensorrt_mismatch(TENSORRT, "my/triton:x", "10.13.3.9") is None  # the user's image
+    message = status.tensorrt_mismatch(TENSORRT, None, "10.13.3.9")
+    assert "TensorRT 10.11.0.33" in message and "TensorRT 10.13.3.9" in message
+    assert "spec.build.image" in message and "spec.serving.image" in message
+
+
+def test_refused_engine_is_failed_not_deployed():
+    seen = Observation(1, "k", engine=TENSORRT, serving_error="TensorRT differs")
+    new = status.compute_status(seen, {}, T0)
+    assert new["phase"] == "Failed" and new["message"] == "TensorRT differs"
+    assert conditions(new)["Deployed"]["reason"] == status.TENSORRT_MISMATCH
+    assert conditions(new)["BuildSucceeded"]["status"] == "True"
+    assert new["engine"]["gpuProduct"] == "NVIDIA H200" and new["engine"]["tensorrtVersion"] == "10.11.0.33"

@@ -64,11 +64,11 @@ def build_engine(onnx_path: Path, dest: Path, shapes: Shapes, input_names) -> Pa
 
 def _cuda(result):
     """The value of a cuda.bindings call `(error, *values)`; KubeformerError naming a CUDA error."""
-    from cuda.bindings import runtime
+    from cuda.bindings import runtime as cudart
 
     error, *values = result
-    if error != runtime.cudaError_t.cudaSuccess:
-        raise KubeformerError(f"tensorrt: CUDA call failed: {runtime.cudaGetErrorName(error)[1]}")
+    if error != cudart.cudaError_t.cudaSuccess:
+        raise KubeformerError(f"tensorrt: CUDA call failed: {cudart.cudaGetErrorName(error)[1]}")
     return values[0] if len(values) == 1 else None
 
 
@@ -79,27 +79,27 @@ class _DeviceBuffer:
         self.pointer, self.capacity = 0, 0
 
     def fit(self, nbytes: int) -> int:
-        from cuda.bindings import runtime
+        from cuda.bindings import runtime as cudart
 
         if nbytes > self.capacity:
             self.free()
-            self.pointer, self.capacity = _cuda(runtime.cudaMalloc(max(nbytes, 1))), nbytes
+            self.pointer, self.capacity = _cuda(cudart.cudaMalloc(max(nbytes, 1))), nbytes
         return self.pointer
 
     def free(self) -> None:
-        from cuda.bindings import runtime
+        from cuda.bindings import runtime as cudart
 
         if self.pointer:
-            _cuda(runtime.cudaFree(self.pointer))
+            _cuda(cudart.cudaFree(self.pointer))
         self.pointer, self.capacity = 0, 0
 
 
 def _release(buffers: list[_DeviceBuffer], stream) -> None:
-    from cuda.bindings import runtime
+    from cuda.bindings import runtime as cudart
 
     for buffer in buffers:
         buffer.free()
-    runtime.cudaStreamDestroy(stream)
+    cudart.cudaStreamDestroy(stream)
 
 
 class EngineRunner:
@@ -110,10 +110,10 @@ class EngineRunner:
     """
 
     def __init__(self, plan: Path):
-        from cuda.bindings import runtime
+        from cuda.bindings import runtime as cudart
 
         trt = _trt()
-        self._trt = trt
+        self.trt = trt
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
@@ -123,7 +123,7 @@ class EngineRunner:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.buffers = {name: _DeviceBuffer() for name in names}
-        self.stream = _cuda(runtime.cudaStreamCreate())
+        self.stream = _cuda(cudart.cudaStreamCreate())
         # The search builds many engines: each runner's device memory goes when the runner does.
         weakref.finalize(self, _release, list(self.buffers.values()), self.stream)
 
@@ -133,10 +133,10 @@ class EngineRunner:
         return tuple(low), tuple(high)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        from cuda.bindings import runtime
+        from cuda.bindings import runtime as cudart
 
         for name in self.inputs:
-            dtype = np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name)))
+            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
             host = np.ascontiguousarray(batch[name], dtype=dtype)
             if not self.context.set_input_shape(name, host.shape):
                 low, high = self.profile(name)
@@ -145,20 +145,20 @@ class EngineRunner:
                     f"{low} to {high} (optimization.shapes)"
                 )
             device = self.buffers[name].fit(host.nbytes)
-            kind = runtime.cudaMemcpyKind.cudaMemcpyHostToDevice
-            _cuda(runtime.cudaMemcpyAsync(device, host.ctypes.data, host.nbytes, kind, self.stream))
+            kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            _cuda(cudart.cudaMemcpyAsync(device, host.ctypes.data, host.nbytes, kind, self.stream))
             self.context.set_tensor_address(name, device)
         results = []
         for name in self.outputs:
-            dtype = np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name)))
+            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
             host = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype)
             results.append(host)
             self.context.set_tensor_address(name, self.buffers[name].fit(host.nbytes))
         if not self.context.execute_async_v3(int(self.stream)):
             raise KubeformerError("tensorrt: engine execution failed (see the log)")
-        kind = runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name, host in zip(self.outputs, results, strict=True):
             pointer = self.buffers[name].pointer
-            _cuda(runtime.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes, kind, self.stream))
-        _cuda(runtime.cudaStreamSynchronize(self.stream))
+            _cuda(cudart.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes, kind, self.stream))
+        _cuda(cudart.cudaStreamSynchronize(self.stream))
         return tuple(result.astype(np.float32, copy=False) for result in results)
