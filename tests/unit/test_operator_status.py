@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from kubeformer_operator import status
 from kubeformer_operator.status import DeploymentState, Engine, JobPhase, JobState, Observation, Phase
@@ -137,12 +138,10 @@ def test_waiting_for_storage():
     assert not status.waiting_for_storage(status.compute_status(Observation(1, "k", engine=ENGINE), {}, T0))
 
 
-TENSORRT = Engine(
-    uri="s3://m/ml/demo/k",
-    precision="int8",
+TENSORRT = replace(
+    ENGINE,
     backend="tensorrt",
     variant="int8-static",
-    size_bytes=99,
     gpu_arch="sm_90",
     gpu_product="NVIDIA H200",
     tensorrt_version="10.11.0.33",
