@@ -6,6 +6,8 @@ mean pooling for a plain transformers model), the transformers model with the ta
 otherwise. It is loaded on its own, never kubeformer's export wrapper, so a wrong export shows
 up as a gate drop. Built once per build from the held-out texts, so every variant sees identical
 inputs.
+Gate batches are inputs the served model can get: at most `shapes.batch.max` texts, padded to at
+least `shapes.sequence.min` tokens (a TensorRT engine refuses anything outside its profile).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from kubeformer_builder.tasks import ExportWrapper, auto_class
 from kubeformer_builder.timing import Latency, measure_interleaved
 
 Runner = Callable[[inference.Batch], tuple[np.ndarray, ...]]
-# Held-out texts are gated in batches of this many, sorted by length as serving buckets them.
+# Held-out texts are gated in batches of this many (unless the profile allows fewer), sorted by length
+# as serving buckets them.
 _GATE_BATCH = 8
 BASELINE = "pytorch"
 
@@ -121,6 +124,18 @@ def make_reference(config: BuildConfig, model_dir: Path, tokenizer, sentence_mod
     return TransformersReference(auto_class(config.task).from_pretrained(model_dir), config.task)
 
 
+def _pad_to(batch: inference.Batch, length: int, pad_id: int) -> inference.Batch:
+    """`batch` right-padded to at least `length` tokens (masked out, ids `pad_id`)."""
+    width = next(iter(batch.values())).shape[1]
+    if width >= length:
+        return batch
+    fill = {"input_ids": pad_id}
+    return {
+        name: np.pad(values, ((0, 0), (0, length - width)), constant_values=fill.get(name, 0))
+        for name, values in batch.items()
+    }
+
+
 @dataclass(frozen=True)
 class TimingCase:
     label: str
@@ -142,10 +157,19 @@ class Evaluator:
     ):
         self.wrapper, self.config, self.reference = wrapper, config, reference
         self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric)
-        max_length, names = config.shapes.sequence.max, wrapper.input_names
+        shapes, names = config.shapes, wrapper.input_names
+        size = min(_GATE_BATCH, shapes.batch.max)
         ordered = sorted(held_out, key=calibration.text_length)
-        groups = [ordered[i : i + _GATE_BATCH] for i in range(0, len(ordered), _GATE_BATCH)]
-        self.held_out = [inference.tokenize(tokenizer, config.task, g, names, max_length) for g in groups]
+        groups = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+        pad_id = tokenizer.pad_token_id or 0
+        self.held_out = [
+            _pad_to(
+                inference.tokenize(tokenizer, config.task, g, names, shapes.sequence.max),
+                shapes.sequence.min,
+                pad_id,
+            )
+            for g in groups
+        ]
         self.expected = [reference.outputs(g, b) for g, b in zip(groups, self.held_out, strict=True)]
         self.cases = self._timing_cases(tokenizer, held_out)
 
@@ -170,12 +194,22 @@ class Evaluator:
             from kubeformer_builder.stages import tensorrt
 
             engine_dir = model.parent / f"engine-{precision.value}"
-            plan = tensorrt.build_engine(
-                model, engine_dir, self.config.shapes, precision, self.wrapper.input_names
-            )
+            plan = tensorrt.build_engine(model, engine_dir, self.config.shapes, self.wrapper.input_names)
             return tensorrt.EngineRunner(plan), plan
+        return self.graph_runner(model), model
+
+    def graph_runner(self, model: Path) -> Runner:
+        """The ONNX graph itself under ONNX Runtime (on the CPU without CUDA)."""
         session = inference.make_session(model)
-        return (lambda batch: inference.run_session(session, batch)), model
+        return lambda batch: inference.run_session(session, batch)
+
+    def check_graph(self, model: Path) -> gate.GateReport | None:
+        """For TensorRT, the gate on the fp16 or Q/DQ graph under ONNX Runtime, before any engine
+        exists: what the variant costs in accuracy, known on a machine without a GPU too.
+        None for ONNX Runtime builds, whose runner is that graph already."""
+        if self.config.backend is not Backend.TENSORRT:
+            return None
+        return self.check(self.graph_runner(model))
 
     def check(self, run: Runner, samples: int | None = None) -> gate.GateReport:
         held = self.held_out[:samples] if samples else self.held_out

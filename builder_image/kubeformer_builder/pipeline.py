@@ -35,7 +35,7 @@ from kubeformer_builder.publish import REPORT_NAME, BuildResult, find_existing, 
 from kubeformer_builder.sources import check_model_dir, resolve_source
 from kubeformer_builder.stages import export, optimize
 from kubeformer_builder.variants import VariantSearch, choose, time_candidates
-from kubeformer_builder.versions import runtime_versions, tensorrt_target
+from kubeformer_builder.versions import runtime_versions, tensorrt_target, tensorrt_versions
 
 log = logging.getLogger("kubeformer.pipeline")
 
@@ -49,8 +49,10 @@ def model_name(config: BuildConfig) -> str:
 
 
 def build_inputs(config: BuildConfig, name: str) -> dict[str, Any]:
-    gpu_arch, trt_version = tensorrt_target() if config.backend is Backend.TENSORRT else (None, None)
-    return cachekey.engine_inputs(config, name, __version__, gpu_arch, trt_version)
+    if config.backend is not Backend.TENSORRT:
+        return cachekey.engine_inputs(config, name, __version__)
+    gpu, trt_version = tensorrt_target()
+    return cachekey.engine_inputs(config, name, __version__, gpu.arch, trt_version)
 
 
 def build(config: BuildConfig, output: str) -> BuildResult:
@@ -178,7 +180,7 @@ def produce(
         log.info("kept %s (%.2fx PyTorch)", chosen.name, chosen.speedup(baseline))
     versions = runtime_versions()
     if config.backend is Backend.TENSORRT:
-        versions.update(zip(("gpu_arch", "tensorrt"), tensorrt_target(), strict=True))
+        versions.update(tensorrt_versions(*tensorrt_target()))
     with stage("triton-repository", timings):
         write_triton_repository(
             config, name, prepared.wrapper, prepared.tokenizer, chosen.engine, artifact / "model_repository"

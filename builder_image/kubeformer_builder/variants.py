@@ -2,9 +2,15 @@
 
 `auto` and `int8` search int8 in rising cost: quantize everything (dynamic and static
 QDQ); if the gate fails, keep the nodes that measured most sensitive in fp32; as a last
-resort keep the FFN output projections in fp32. Every candidate, kept or rejected, goes to
-report.json with its gate numbers and latency. A candidate that cannot be built (the quantizer,
-calibration or engine build raises) is rejected with that reason: it never fails the build.
+resort keep the FFN output projections in fp32. `auto` on TensorRT also tries fp16. Every
+candidate, kept or rejected, goes to report.json with its gate numbers and latency. A candidate
+that cannot be built (the quantizer, calibration or engine build raises) is rejected with that
+reason: it never fails the build.
+
+TensorRT variants are strongly typed graphs (fp16 casts, explicit Q/DQ). Each graph is first
+judged on ONNX Runtime (`graph_gate`, CPU without CUDA), so what an fp16 or int8 variant costs
+in accuracy is known before, and without, any engine; only a graph that passes is compiled, and
+the engine is judged again on the GPU.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from kubeformer_builder.errors import BackendUnavailableError, GateError, Kubefo
 from kubeformer_builder.evaluation import BASELINE, Evaluator, Runner
 from kubeformer_builder.gate import GateReport
 from kubeformer_builder.stages import quantize
+from kubeformer_builder.stages.fp16 import convert_mixed_fp16
 from kubeformer_builder.timing import Latency, Speedup, speedup
 
 log = logging.getLogger("kubeformer.variants")
@@ -41,6 +48,7 @@ class Candidate:
     excluded: tuple[str, ...] = ()
     engine: Path | None = None  # what ships: the ONNX itself, or the TensorRT plan built from it
     gate: GateReport | None = None
+    graph_gate: GateReport | None = None  # TensorRT: the graph's gate on ONNX Runtime, before the engine
     latency: dict[str, Latency] = field(default_factory=dict)
     error: str | None = None  # why the candidate could not be built or judged
     nonfinite_tensors: tuple[str, ...] = ()  # activations left out of calibration (inf/NaN)
@@ -79,6 +87,7 @@ class Candidate:
             "gate": self.gate.to_dict() if self.gate else None,
             "error": self.error,
             "calibration_nonfinite_tensors": list(self.nonfinite_tensors),
+            "graph_gate": self.graph_gate.to_dict() if self.graph_gate else None,
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
             "speedup_vs_pytorch": round(self.speedup(baseline), 3) if ratios and not noisy else None,
             "speedups": {k: s.to_dict() for k, s in ratios.items()},
@@ -93,7 +102,9 @@ class VariantSearch:
         fused: Path,
         workdir: Path,
         calib: Sequence[inference.Batch],
+        engines: bool = True,
     ):
+        """`engines=False` judges TensorRT variants on their graphs only (a machine without a GPU)."""
         self.config, self.evaluator, self.fused, self.workdir, self.calib = (
             config,
             evaluator,
@@ -101,15 +112,20 @@ class VariantSearch:
             workdir,
             calib,
         )
+        self.engines = engines
         self.tried: list[Candidate] = []
 
     def judge(self, candidate: Candidate) -> Candidate:
         if candidate.error is None:
             try:
-                run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
-                candidate.gate = self.evaluator.check(run)
-                if candidate.passed:
-                    candidate.runner = run
+                candidate.graph_gate = self.evaluator.check_graph(candidate.path)
+                if candidate.graph_gate is not None and not (candidate.graph_gate.passed and self.engines):
+                    candidate.gate = candidate.graph_gate  # no engine: the graph failed, or no GPU here
+                else:
+                    run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
+                    candidate.gate = self.evaluator.check(run)
+                    if candidate.passed:
+                        candidate.runner = run
             except KubeformerError:
                 raise
             except Exception as exc:  # an engine that cannot be built or run rejects this candidate only
@@ -134,8 +150,9 @@ class VariantSearch:
         import onnx
         from onnxruntime.transformers.onnx_model import OnnxModel
 
-        if self.config.backend is Backend.TENSORRT:  # TensorRT lowers fp32 ONNX itself (FP16 flag)
-            return self.judge(Candidate("fp16", Precision.FP16, self.fused))
+        if self.config.backend is Backend.TENSORRT:  # strongly typed: fp16 comes from the graph
+            target = convert_mixed_fp16(self.fused, self.workdir / "fp16")
+            return self.judge(Candidate("fp16", Precision.FP16, target))
         if not inference.has_cuda():
             raise BackendUnavailableError(
                 "optimization.precision: fp16 runs fast only on a GPU and this build machine has no CUDA; "
@@ -156,9 +173,10 @@ class VariantSearch:
             if kind == "dynamic":
                 candidate.path = quantize.quantize_dynamic(self.fused, dest, exclude)
             else:
-                symmetric = self.config.backend is Backend.TENSORRT  # TensorRT wants s8 activations, zp 0
+                tensorrt = self.config.backend is Backend.TENSORRT  # s8 activations, zero point 0, GEMMs only
+                ops = quantize.TENSORRT_OPS if tensorrt else quantize.STATIC_OPS
                 result = quantize.quantize_static(
-                    self.fused, dest, self.calib, self.config.calibration.method, symmetric, exclude
+                    self.fused, dest, self.calib, self.config.calibration.method, tensorrt, exclude, ops
                 )
                 candidate.path, candidate.nonfinite_tensors = result.path, result.nonfinite_tensors
                 candidate.excluded += tuple(n for n in result.fp32_nodes if n not in exclude)
@@ -238,8 +256,10 @@ class VariantSearch:
             self.fp16()
         elif precision is Precision.INT8:
             self.int8()
-        else:  # auto: fp32 is the floor, int8 competes; fp16 only pays off on GPUs
+        else:  # auto: fp32 is the floor, int8 competes; fp16 too on TensorRT, often the fastest there
             self.fp32()
+            if self.config.backend is Backend.TENSORRT:
+                self.fp16()
             self.int8()
         return self.tried
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kubeformer_builder import __version__
+from kubeformer_builder.versions import SERVING
 
 PREFIX = "KUBEFORMER_"
 
@@ -25,6 +26,8 @@ class Settings:
     builder_image: str = f"ghcr.io/kubeformer/builder:{__version__}"
     # The Triton image: NVIDIA's, plus the tokenizer's Python dependencies (builder_image/Dockerfile.triton).
     triton_image: str = f"ghcr.io/kubeformer/triton:{__version__}"
+    # The TensorRT inside `triton_image` (versions.SERVING); engines of another TensorRT are not rolled.
+    triton_tensorrt: str = SERVING.tensorrt
     # The init container that fetches and verifies artifacts runs `kubeformer fetch` from this slim
     # image (builder_image/Dockerfile.fetch: the `fetch` extra only).
     fetch_image: str = f"ghcr.io/kubeformer/fetch:{__version__}"
@@ -98,6 +101,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         builder_image=_text(env, "BUILDER_IMAGE", defaults.builder_image),
         triton_image=_text(env, "TRITON_IMAGE", defaults.triton_image),
+        triton_tensorrt=_text(env, "TRITON_TENSORRT_VERSION", defaults.triton_tensorrt),
         fetch_image=_text(env, "FETCH_IMAGE", defaults.fetch_image),
         image_pull_policy=_text(env, "IMAGE_PULL_POLICY", defaults.image_pull_policy),
         metrics_port=int(_number(env, "METRICS_PORT", defaults.metrics_port, int)),

@@ -62,8 +62,13 @@ def reconcile(body: Obj, ctx: Context) -> tuple[Obj, Observation]:
     key = engine_key(spec, ctx.settings)
     target = render.Target(name, namespace, key, names.artifact_uri(spec.storage.uri, namespace, name, key))
     seen = observe_engine(spec, target, body, ctx, Observation(generation, key))
-    if seen.engine is not None:
-        deployment, problem, autoscaler = ensure_serving(spec, target, body, ctx)
+    engine = seen.engine
+    refused = engine and status.tensorrt_mismatch(engine, spec.serving.image, ctx.settings.triton_tensorrt)
+    if refused:
+        seen = replace(seen, serving_error=refused)
+    elif engine is not None:
+        gpu = render.EngineGpu.parse(engine.gpu_arch, engine.gpu_product)
+        deployment, problem, autoscaler = ensure_serving(spec, target, body, ctx, gpu)
         seen = replace(
             seen,
             deployment=deployment,
@@ -107,6 +112,7 @@ def engine_from_status(previous: Obj) -> Engine:
         variant=recorded.get("variant", ""),
         size_bytes=recorded.get("sizeBytes", 0),
         gpu_arch=recorded.get("gpuArch"),
+        gpu_product=recorded.get("gpuProduct"),
         tensorrt_version=recorded.get("tensorrtVersion"),
         benchmark=dict(previous.get("benchmark") or {}),
     )
@@ -166,7 +172,11 @@ def autoscaler(spec: TransformerSpec, target: render.Target, ctx: Context) -> Ob
 
 
 def ensure_serving(
-    spec: TransformerSpec, target: render.Target, body: Obj, ctx: Context
+    spec: TransformerSpec,
+    target: render.Target,
+    body: Obj,
+    ctx: Context,
+    gpu: render.EngineGpu | None = None,
 ) -> tuple[status.DeploymentState, status.ServingProblem | None, str]:
     """Apply Deployment, Service, autoscaler and ServiceMonitor, all owned by the custom resource.
 
@@ -179,7 +189,7 @@ def ensure_serving(
     if ctx.service_monitor:
         children.append(render.render_service_monitor(target, ctx.settings.monitor_labels, spec.serving.api))
     deployment = apply_changed(
-        ctx, render.owned_by(render.render_deployment(spec, target, ctx.settings), body)
+        ctx, render.owned_by(render.render_deployment(spec, target, ctx.settings, gpu), body)
     )
     for child in children:
         apply_changed(ctx, render.owned_by(child, body))

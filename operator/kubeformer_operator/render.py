@@ -9,6 +9,7 @@ as arguments or in rendered text.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,11 @@ from kubeformer_operator.spec import Autoscaling, Placement, PodOverlay, Transfo
 Obj = dict[str, Any]
 
 GPU_RESOURCE = "nvidia.com/gpu"
+# Every NVIDIA device-plugin resource is a GPU or a slice of one: nvidia.com/gpu, nvidia.com/mig-1g.10gb, ...
+GPU_RESOURCE_PREFIX = "nvidia.com/"
+# GPU feature discovery's node labels (NVIDIA GPU Operator / k8s-device-plugin).
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_MAJOR_LABEL, GPU_MINOR_LABEL = "nvidia.com/gpu.compute.major", "nvidia.com/gpu.compute.minor"
 NON_ROOT_UID = 65532
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 API_PORT = 8080  # the client API front (kubeformer api): OpenAI /v1/embeddings, /embed, /predict, /metrics
@@ -44,6 +50,48 @@ class Target:
     namespace: str
     key: str
     artifact_uri: str
+
+
+@dataclass(frozen=True)
+class EngineGpu:
+    """The GPU a TensorRT engine was built on (manifest versions gpu_arch and gpu_product)."""
+
+    major: int
+    minor: int
+    product: str | None = None
+
+    @classmethod
+    def parse(cls, arch: str | None, product: str | None) -> EngineGpu | None:
+        """From 'sm_90' (major 9, minor 0) or 'sm_120'; None when the engine names no GPU."""
+        match = re.fullmatch(r"sm_(\d+)(\d)", arch or "")
+        return cls(int(match.group(1)), int(match.group(2)), product) if match else None
+
+    @property
+    def product_label(self) -> str | None:
+        """The product as GPU feature discovery labels it ('NVIDIA H200' -> 'NVIDIA-H200')."""
+        if not self.product:
+            return None
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.product).strip("-_.")[:63] or None
+
+
+def gpu_affinity(gpu: EngineGpu) -> Obj:
+    """Only nodes whose GPUs have the engine's compute capability (a plan loads on no other); among
+    them, nodes of the very product it was built on first (MIG and shared GPUs change that label)."""
+    required = [
+        {"key": GPU_MAJOR_LABEL, "operator": "In", "values": [str(gpu.major)]},
+        {"key": GPU_MINOR_LABEL, "operator": "In", "values": [str(gpu.minor)]},
+    ]
+    affinity: Obj = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": required}]
+        }
+    }
+    if gpu.product_label:
+        product = {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [gpu.product_label]}
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {"weight": 100, "preference": {"matchExpressions": [product]}}
+        ]
+    return {"nodeAffinity": affinity}
 
 
 def builder_args(config: BuildConfig, output: str) -> list[str]:
@@ -102,12 +150,19 @@ def source_env(secret: str) -> list[Obj]:
     ]
 
 
+def gpu_resources(placement: Placement) -> set[str]:
+    """The NVIDIA resources (whole GPUs, MIG slices) a placement asks for."""
+    asked = {**placement.resources.get("requests", {}), **placement.resources.get("limits", {})}
+    return {name for name in asked if name.startswith(GPU_RESOURCE_PREFIX)}
+
+
 def resources(placement: Placement, defaults: dict[str, str], gpu: bool) -> Obj:
-    """The spec's resources, default requests when it gives none, one GPU when the backend needs it."""
+    """The spec's resources, default requests when it gives none, one GPU when the backend needs it
+    and the spec asks for none (a MIG slice it asks for is its GPU)."""
     requests = dict(placement.resources.get("requests") or defaults)
     limits = dict(placement.resources.get("limits") or {})
-    if gpu:
-        limits.setdefault(GPU_RESOURCE, 1)
+    if gpu and not gpu_resources(placement):
+        limits[GPU_RESOURCE] = 1
     rendered: Obj = {"requests": requests}
     if limits:
         rendered["limits"] = limits
@@ -224,12 +279,9 @@ def render_build_job(spec: TransformerSpec, target: Target, settings: Settings) 
 
 
 def uses_gpu(spec: TransformerSpec) -> bool:
-    """TensorRT engines need a GPU; an ONNX Runtime engine runs on one when the serving pods ask for it."""
-    requested = {
-        **spec.serving.placement.resources.get("requests", {}),
-        **spec.serving.placement.resources.get("limits", {}),
-    }
-    return spec.needs_gpu or GPU_RESOURCE in requested
+    """TensorRT engines need a GPU; an ONNX Runtime engine runs on one when the serving pods ask for
+    any NVIDIA resource (a whole GPU or a MIG slice)."""
+    return spec.needs_gpu or bool(gpu_resources(spec.serving.placement))
 
 
 def fetch_args(spec: TransformerSpec, target: Target) -> list[str]:
@@ -295,7 +347,8 @@ def render_api_container(spec: TransformerSpec, settings: Settings) -> Obj:
             "--host=0.0.0.0",
             f"--api-port={API_PORT}",
         ],
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        # The front never uses a GPU, even where the image's runtime would expose every GPU.
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
         "ports": [{"name": "api", "containerPort": API_PORT, "protocol": "TCP"}],
         "livenessProbe": _probe("/health/live", period=10, failures=3, port="api"),
         "readinessProbe": _probe("/health/ready", period=5, failures=2, port="api"),
@@ -308,8 +361,31 @@ def render_api_container(spec: TransformerSpec, settings: Settings) -> Obj:
     }
 
 
-def render_deployment(spec: TransformerSpec, target: Target, settings: Settings) -> Obj:
-    """Triton serving the fetched repository; replicas left to the autoscaler when there is one."""
+def _serving_scheduling(spec: TransformerSpec, gpu: EngineGpu | None) -> Obj:
+    """The spec's nodeSelector and tolerations, plus the engine's GPU affinity unless the spec's
+    nodeSelector already picks GPUs by a GPU feature discovery label (the user's choice wins)."""
+    rendered = _scheduling(spec.serving.placement)
+    chosen = any(key.startswith(GPU_RESOURCE_PREFIX) for key in spec.serving.placement.node_selector)
+    if gpu is not None and not chosen:
+        rendered["affinity"] = gpu_affinity(gpu)
+    return rendered
+
+
+def _rollout(gpu: bool) -> Obj:
+    """A GPU pool is usually full: a surge pod would wait for a GPU that only the old pod frees, so
+    GPU Deployments replace one pod at a time; CPU ones surge and never drop below the replica count."""
+    surge, unavailable = (0, 1) if gpu else (1, 0)
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": unavailable, "maxSurge": surge}}
+
+
+def render_deployment(
+    spec: TransformerSpec, target: Target, settings: Settings, gpu: EngineGpu | None = None
+) -> Obj:
+    """Triton serving the fetched repository; replicas left to the autoscaler when there is one.
+
+    `gpu`: the GPU a TensorRT engine was built on; its pods go only to nodes of that kind.
+    """
+    on_gpu = uses_gpu(spec)
     volumes = [
         {"name": "models", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {}},
@@ -346,7 +422,11 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
             "--strict-readiness=true",
             "--exit-on-error=true",
         ],
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        # NGC images set NVIDIA_VISIBLE_DEVICES=all: a CPU pod on a GPU node would see every GPU.
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            *([] if on_gpu else [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]),
+        ],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -355,7 +435,7 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
         "startupProbe": _probe("/v2/health/live", period=5, failures=120),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=2),
-        "resources": resources(spec.serving.placement, DEFAULT_TRITON_REQUESTS, uses_gpu(spec)),
+        "resources": resources(spec.serving.placement, DEFAULT_TRITON_REQUESTS, on_gpu),
         # Triton exits on any model load error: its last log lines become the termination message,
         # which the operator puts into the status.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -369,7 +449,7 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
     metadata = _metadata(target, target.name, "triton")
     deployment_spec: Obj = {
         "selector": {"matchLabels": names.selector(target.name)},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": _rollout(on_gpu),
         "template": {
             # The cache key in the pod template rolls the pods when the engine changes.
             "metadata": {"labels": metadata["labels"], "annotations": metadata["annotations"]},
@@ -380,7 +460,7 @@ def render_deployment(spec: TransformerSpec, target: Target, settings: Settings)
                 "initContainers": [fetch],
                 "containers": [triton, *([render_api_container(spec, settings)] if spec.serving.api else [])],
                 "volumes": volumes,
-                **_scheduling(spec.serving.placement),
+                **_serving_scheduling(spec, gpu),
             },
         },
     }

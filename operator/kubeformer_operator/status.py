@@ -47,6 +47,7 @@ STUCK_WAITING_REASONS = frozenset(
     }
 )
 TERMINATION_MESSAGE_CHARS = 1000  # the end of a termination message: Triton's last log lines
+TENSORRT_MISMATCH = "TensorRTMismatch"
 
 
 class Phase(str, Enum):
@@ -104,6 +105,7 @@ class Engine:
     variant: str
     size_bytes: int
     gpu_arch: str | None = None
+    gpu_product: str | None = None
     tensorrt_version: str | None = None
     benchmark: Obj = field(default_factory=dict)
     cached: bool = True  # found in storage before any build of ours ran
@@ -115,6 +117,7 @@ class Observation:
     key: str | None = None
     spec_error: str | None = None
     storage_error: str | None = None
+    serving_error: str | None = None  # why the engine must not be rolled (TensorRT mismatch)
     engine: Engine | None = None
     job: JobState | None = None
     deployment: DeploymentState | None = None
@@ -165,6 +168,12 @@ def _build_condition(seen: Observation) -> tuple[Obj, Phase | None]:
 
 def _serving_conditions(seen: Observation) -> tuple[Obj, Obj, Phase]:
     g = seen.generation
+    if seen.serving_error:
+        return (
+            _condition(DEPLOYED, False, TENSORRT_MISMATCH, seen.serving_error, g),
+            _condition(READY, False, TENSORRT_MISMATCH, seen.serving_error, g),
+            Phase.FAILED,
+        )
     if seen.engine is None or seen.deployment is None:
         waiting = "serving starts once the engine is built"
         return (
@@ -207,6 +216,8 @@ def _engine_status(engine: Engine) -> Obj:
     }
     if engine.gpu_arch:
         rendered["gpuArch"] = engine.gpu_arch
+    if engine.gpu_product:
+        rendered["gpuProduct"] = engine.gpu_product
     if engine.tensorrt_version:
         rendered["tensorrtVersion"] = engine.tensorrt_version
     return rendered
@@ -259,6 +270,24 @@ def compute_status(seen: Observation, previous: Mapping[str, Any], now: str) -> 
     if seen.autoscaler is not None:
         status["autoscaler"] = seen.autoscaler
     return status
+
+
+def tensorrt_mismatch(engine: Engine, custom_image: str | None, serving_tensorrt: str) -> str | None:
+    """Why the serving image cannot load a TensorRT engine, or None.
+
+    A plan loads only in the TensorRT that built it. The operator knows the TensorRT of its own
+    Triton image (settings, from versions.SERVING); a custom `serving.image` is the user's to match.
+    """
+    if engine.backend != "tensorrt" or custom_image or not engine.tensorrt_version:
+        return None
+    if engine.tensorrt_version == serving_tensorrt:
+        return None
+    return (
+        f"the engine was built with TensorRT {engine.tensorrt_version} but the Triton image serves "
+        f"TensorRT {serving_tensorrt}, which cannot load it; the Deployment is left as it was. Build "
+        f"with a builder image of TensorRT {serving_tensorrt} (spec.build.image), or set spec.serving.image "
+        f"to a Triton with TensorRT {engine.tensorrt_version}"
+    )
 
 
 def waiting_for_storage(new: Mapping[str, Any]) -> bool:

@@ -329,3 +329,64 @@ def test_no_pod_overlay_renders_as_before():
     empty = render.render_deployment(parse_spec(make_spec(serving={"pod": {}}), "demo"), target(), SETTINGS)
     assert plain == empty
     assert "serviceAccountName" not in plain["spec"]["template"]["spec"]
+
+
+H200 = render.EngineGpu.parse("sm_90", "NVIDIA H200")
+TENSORRT_SPEC = {"optimization__backend": "tensorrt"}
+
+
+def serving(gpu: render.EngineGpu | None = None, **changes) -> dict:
+    """The serving Deployment of make_spec(**changes) for an engine built on `gpu`."""
+    return render.render_deployment(parse_spec(make_spec(**changes), "demo"), target(), SETTINGS, gpu)
+
+
+def test_engine_gpu_parses_architectures_and_gfd_product_labels():
+    assert (H200.major, H200.minor, H200.product_label) == (9, 0, "NVIDIA-H200")
+    blackwell = render.EngineGpu.parse("sm_120", "NVIDIA RTX PRO 6000 Blackwell (Server)")
+    assert (blackwell.major, blackwell.minor) == (12, 0)
+    assert blackwell.product_label == "NVIDIA-RTX-PRO-6000-Blackwell-Server"
+    assert render.EngineGpu.parse(None, None) is None and render.EngineGpu.parse("x86", None) is None
+
+
+def test_tensorrt_pods_go_only_to_nodes_with_the_engines_compute_capability():
+    deployment = serving(H200, **TENSORRT_SPEC)
+    affinity = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "nvidia.com/gpu.compute.major", "operator": "In", "values": ["9"]},
+        {"key": "nvidia.com/gpu.compute.minor", "operator": "In", "values": ["0"]},
+    ]
+    (preferred,) = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["preference"]["matchExpressions"][0]["values"] == ["NVIDIA-H200"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    triton = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert triton["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert all(e["name"] != "NVIDIA_VISIBLE_DEVICES" for e in triton["env"])
+
+
+def test_users_gpu_node_selector_overrides_the_engines_affinity():
+    selector = {"nvidia.com/gpu.product": "NVIDIA-H200-MIG-1g.18gb"}
+    pod = serving(H200, serving__nodeSelector=selector, **TENSORRT_SPEC)["spec"]["template"]["spec"]
+    assert "affinity" not in pod and pod["nodeSelector"] == selector
+    other = serving(H200, serving__nodeSelector={"pool": "a"}, **TENSORRT_SPEC)["spec"]["template"]
+    assert other["spec"]["nodeSelector"] == {"pool": "a"} and "affinity" in other["spec"]
+
+
+def test_mig_slice_counts_as_the_gpu_and_gets_no_second_one():
+    mig = {"limits": {"nvidia.com/mig-1g.10gb": 1}}
+    deployment = serving(None, serving__resources=mig)  # ONNX Runtime on a MIG slice
+    triton = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert triton["resources"]["limits"] == {"nvidia.com/mig-1g.10gb": 1}
+    assert "--instance-kind=gpu" in deployment["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    tensorrt = serving(H200, serving__resources=mig, **TENSORRT_SPEC)["spec"]["template"]["spec"]
+    assert tensorrt["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-1g.10gb": 1}
+
+
+def test_cpu_serving_pods_see_no_gpu_and_surge():
+    deployment = serving()
+    triton = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in triton["env"]
+    assert "limits" not in triton["resources"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert "affinity" not in deployment["spec"]["template"]["spec"]

@@ -242,3 +242,31 @@ def test_stuck_serving_is_in_the_ready_condition_and_a_failure():
     assert status.serving_failure(new) == ready
     on_its_way = status.compute_status(Observation(2, "k", engine=ENGINE, deployment=rolling), {}, T0)
     assert status.serving_failure(on_its_way) is None
+
+
+TENSORRT = replace(
+    ENGINE,
+    backend="tensorrt",
+    variant="int8-static",
+    gpu_arch="sm_90",
+    gpu_product="NVIDIA H200",
+    tensorrt_version="10.11.0.33",
+)
+
+
+def test_tensorrt_mismatch_names_both_versions_and_the_remedies():
+    assert status.tensorrt_mismatch(TENSORRT, None, "10.11.0.33") is None
+    assert status.tensorrt_mismatch(ENGINE, None, "10.13.3.9") is None  # ONNX Runtime engines load anywhere
+    assert status.tensorrt_mismatch(TENSORRT, "my/triton:x", "10.13.3.9") is None  # the user's image
+    message = status.tensorrt_mismatch(TENSORRT, None, "10.13.3.9")
+    assert "TensorRT 10.11.0.33" in message and "TensorRT 10.13.3.9" in message
+    assert "spec.build.image" in message and "spec.serving.image" in message
+
+
+def test_refused_engine_is_failed_not_deployed():
+    seen = Observation(1, "k", engine=TENSORRT, serving_error="TensorRT differs")
+    new = status.compute_status(seen, {}, T0)
+    assert new["phase"] == "Failed" and new["message"] == "TensorRT differs"
+    assert conditions(new)["Deployed"]["reason"] == status.TENSORRT_MISMATCH
+    assert conditions(new)["BuildSucceeded"]["status"] == "True"
+    assert new["engine"]["gpuProduct"] == "NVIDIA H200" and new["engine"]["tensorrtVersion"] == "10.11.0.33"

@@ -33,6 +33,9 @@ GELU_OPS = {"Gelu", "BiasGelu", "FastGelu"}
 DYNAMIC_OPS = ["MatMul", "Attention", "EmbedLayerNormalization", "Gather"]
 _CALIBRATION_STRIDE = 4
 STATIC_OPS = ["MatMul", "Attention", "Gather", "Add", "Mul", "Relu", "Softmax"]
+# TensorRT (explicit quantization): Q/DQ on the GEMM inputs only, where its int8 kernels are; the
+# rest of the strongly typed network stays in the graph's float type.
+TENSORRT_OPS = ["MatMul"]
 
 
 def quantizable_nodes(model_path: Path) -> list[str]:
@@ -162,6 +165,7 @@ def quantize_static(
     method: CalibrationMethod,
     symmetric_activations: bool = False,
     exclude: Sequence[str] = (),
+    op_types: Sequence[str] = tuple(STATIC_OPS),
 ) -> StaticResult:
     """QDQ static quantization: u8 activations / s8 weights for CPU, s8/s8 symmetric for TensorRT.
 
@@ -195,8 +199,8 @@ def quantize_static(
         contextlib.redirect_stdout(sys.stderr),
     ):
         workdir = Path(scratch)
-        nonfinite = find_nonfinite(source, usable, STATIC_OPS, workdir)
-        forced = _nodes_touching(source, nonfinite, STATIC_OPS)
+        nonfinite = find_nonfinite(source, usable, op_types, workdir)
+        forced = _nodes_touching(source, nonfinite, op_types)
         if nonfinite:
             log.warning(
                 "calibration: %d activations hold inf/NaN (%s); left out, %d nodes reading or writing "
@@ -207,7 +211,7 @@ def quantize_static(
             )
         calibrator = create_calibrator(
             source,
-            STATIC_OPS,
+            list(op_types),
             augmented_model_path=str(workdir / "augmented.onnx"),
             calibrate_method=methods[method],
             use_external_data_format=True,
@@ -234,7 +238,7 @@ def quantize_static(
             activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            op_types_to_quantize=STATIC_OPS,
+            op_types_to_quantize=list(op_types),
             nodes_to_exclude=list(dict.fromkeys((*exclude, *forced))),
             calibrate_method=methods[method],
             calibration_cache_path=str(cache),
