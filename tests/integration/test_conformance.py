@@ -95,7 +95,7 @@ MATRIX: tuple[Case, ...] = (
 
 EDGE_TEXTS = {
     "plain": "Ada Lovelace worked with Charles Babbage in London.",
-    "longer-than-the-limit": " ".join(["the analytical engine weaves algebraic patterns"] * 40),
+    "longer-than-the-limit": " ".join(["the analytical engine weaves algebraic patterns"] * 12),
     "cjk": "张三李四在北京工作。東京と大阪",
     "emoji": "I love it 😀🎉 👍🏽 so much",
     "accents": "Café déjà vu, naïve résumé à São Paulo",
@@ -204,7 +204,9 @@ def check_embeddings(served: list[dict], reference_rows: list, exact: bool) -> N
 def check_answers(predictor: Predictor, model_dir: Path, texts: dict[str, str]) -> None:
     """Each edge text as the context of one question: the best span over every window, as transformers'
     QuestionAnsweringPipeline finds it with the same windows."""
-    question, stride = "Who worked in London?", default_doc_stride(SEQUENCE[-1])
+    # A short question: the tiny BPE and Unigram vocabularies split words into many tokens, and a
+    # question must leave more than the stride of each 64-token window to the context.
+    question, stride = "Who?", default_doc_stride(SEQUENCE[-1])
     for label, context in texts.items():
         (answer,) = predictor.predict([question], context=context)
         expected = pipeline_answer(model_dir, question, context, SEQUENCE[-1], stride)

@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 from transformers import AutoTokenizer
 
-from kubeformer_builder import inference, tasks
+from kubeformer_builder import inference, model_inputs, tasks
 from kubeformer_builder.config import Task
 from kubeformer_builder.errors import UnsupportedModelError
 from kubeformer_builder.evaluation import Evaluator, make_reference
@@ -121,8 +121,8 @@ def test_the_gate_compares_with_the_library_not_with_the_export(sentence_models)
     model_dir = sentence_models["st_cls"]
     config = sentence_config(model_dir, "st_cls")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    names = tuple(n for n in tokenizer.model_input_names if n in tasks.MODEL_INPUTS)
     model = tasks.load_model(model_dir, Task.FEATURE_EXTRACTION)
+    names = model_inputs.select_inputs(model, tokenizer.model_input_names)
     wrong = SentenceHead([Pooling(32, pooling_mode="mean")], 32, ("Pooling(mean)",))
     wrapper = tasks.ExportWrapper(model, Task.FEATURE_EXTRACTION, names, wrong)
     sentence_model = SentenceTransformer(str(model_dir), device="cpu")
