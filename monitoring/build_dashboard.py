@@ -5,7 +5,8 @@
 
 Every query reads raw metrics, not the chart's recording rules, so the dashboard works without the
 PrometheusRule. Triton's labels are `model` and `version`; the PodMonitor adds `namespace`, `pod`,
-`transformer` (the pod's kubeformer.dev/transformer label) and job="kubeformer-triton"; the operator's
+`transformer` (the pod's kubeformer.dev/transformer label) and job="kubeformer-triton", and the same
+PodMonitor scrapes the API front beside Triton (port "api") as job="kubeformer-api"; the operator's
 ServiceMonitor sets job="kubeformer-operator". The latency quantiles need Triton started with
 `--metrics-config=summary_latencies=true` (nv_inference_request_summary_us); without it those panels
 are empty and "mean latency" still works.
@@ -32,6 +33,7 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 TRITON = 'job="kubeformer-triton", namespace=~"$namespace", model=~"$model"'
 TRITON_PODS = 'job="kubeformer-triton", namespace=~"$namespace"'
 OPERATOR = 'job="kubeformer-operator"'
+FRONT = 'job="kubeformer-api", namespace=~"$namespace"'
 RATE = "$__rate_interval"
 
 
@@ -61,6 +63,11 @@ def per_request(counter: str) -> str:
 def quantile(q: str) -> str:
     """Triton's per-pod summary quantile; the worst pod per model (quantiles do not average)."""
     return f'max by (namespace, model) (nv_inference_request_summary_us{{{TRITON}, quantile="{q}"}}) / 1000'
+
+
+def front_quantile(q: str) -> str:
+    buckets = f"kubeformer_front_request_duration_seconds_bucket{{{FRONT}}}"
+    return f"histogram_quantile({q}, sum by (namespace, route, le) (rate({buckets}[{RATE}])))"
 
 
 def build_quantile(q: str) -> str:
@@ -150,6 +157,43 @@ SERVING = (
             ),
         ),
         width=24,
+    ),
+)
+
+FRONT_PANELS = (
+    Panel(
+        "API requests",
+        "Requests the API front (OpenAI /v1/embeddings, /embed, /rerank, /predict) answered per second, "
+        "by route and HTTP status (4xx: the client's fault, 503: Triton not ready).",
+        "reqps",
+        (
+            Query(
+                "sum by (namespace, route, status) "
+                f"(rate(kubeformer_front_requests_total{{{FRONT}}}[{RATE}]))",
+                "{{route}} {{status}}",
+            ),
+        ),
+        width=8,
+    ),
+    Panel(
+        "API latency p50 / p95",
+        "Time from request to response in the API front, Triton's time included, by route.",
+        "s",
+        (Query(front_quantile("0.5"), "p50 {{route}}"), Query(front_quantile("0.95"), "p95 {{route}}")),
+        width=8,
+    ),
+    Panel(
+        "API errors",
+        "Refused (4xx) and failed (5xx) requests per second, by route and status.",
+        "reqps",
+        (
+            Query(
+                "sum by (namespace, route, status) "
+                f'(rate(kubeformer_front_requests_total{{{FRONT}, status=~"[45].."}}[{RATE}])) > 0',
+                "{{route}} {{status}}",
+            ),
+        ),
+        width=8,
     ),
 )
 
@@ -267,11 +311,15 @@ def build() -> dict:
         )
         .with_row(gd.Row("Serving (Triton)").id(1))
     )
+    next_id = 2
     for index, spec in enumerate(SERVING):
-        board = board.with_panel(panel(spec).id(2 + index))
-    board = board.with_row(gd.Row("Builds (operator)").id(2 + len(SERVING)))
-    for index, spec in enumerate(OPERATOR_PANELS):
-        board = board.with_panel(panel(spec).id(3 + len(SERVING) + index))
+        board = board.with_panel(panel(spec).id(next_id + index))
+    next_id += len(SERVING)
+    for title, panels in (("API front", FRONT_PANELS), ("Builds (operator)", OPERATOR_PANELS)):
+        board = board.with_row(gd.Row(title).id(next_id))
+        for index, spec in enumerate(panels):
+            board = board.with_panel(panel(spec).id(next_id + 1 + index))
+        next_id += 1 + len(panels)
     return json.loads(json.dumps(board.build(), cls=JSONEncoder))
 
 

@@ -1,13 +1,15 @@
 """Operator benchmark: N OptimizedTransformers with cached artifacts applied at once on the kwok
 control plane; time until all are Ready, API requests per object, operator peak RSS, reconcile p95.
 
-    .venv/bin/python -m benchmarks.operator.run [--objects 200] [--timeout 900]
+    .venv/bin/python -m benchmarks.operator.run [--objects 200] [--timeout 900] [--quiet-minutes 5]
 
 Everything is real except the kubelet (kwok): kube-apiserver with an audit log (which counts the
 operator's requests by user agent: kubeformer-operator for ours, kopf for kopf's watches and
 annotations), SeaweedFS, and `kubeformer-operator` as its own process. One tiny BERT artifact is
 built by the real builder; its manifest and report are copied to each object's location (the
-operator reads only those; kwok's pods never fetch the engine). Writes results/<objects>.json.
+operator reads only those; kwok's pods never fetch the engine). With --quiet-minutes, then counts the
+operator's API writes per second while nothing changes (the steady state: timer ticks only).
+Writes results/<objects>[-quiet<minutes>][-churn<minutes>].json.
 """
 
 from __future__ import annotations
@@ -105,8 +107,11 @@ def histogram_quantile(samples: dict[str, float], metric: str, quantile: float) 
     return float("inf")
 
 
-def count_requests(audit_log: Path, since: float) -> Counter:
-    """Requests of the operator (ours and kopf's) after `since`, by client and verb."""
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def count_requests(audit_log: Path, since: float, until: float = float("inf")) -> Counter:
+    """Requests of the operator (ours and kopf's) between `since` and `until`, by client and verb."""
     counts: Counter = Counter()
     with audit_log.open() as lines:
         for line in lines:
@@ -119,7 +124,7 @@ def count_requests(audit_log: Path, since: float) -> Counter:
                 if agent.startswith("kopf")
                 else None
             )
-            if client and _epoch(event["requestReceivedTimestamp"]) >= since:
+            if client and since <= _epoch(event["requestReceivedTimestamp"]) < until:
                 counts[(client, event["verb"])] += 1
     return counts
 
@@ -128,7 +133,7 @@ def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def run(count: int, timeout: float, churn_minutes: int) -> dict:
+def run(count: int, timeout: float, churn_minutes: int, quiet_minutes: float, requeue: float) -> dict:
     churned = churn_minutes * max(1, count // 10)  # objects created during the churn
     with tempfile.TemporaryDirectory(prefix="kubeformer-bench-operator-") as scratch:
         root = Path(scratch)
@@ -154,11 +159,16 @@ def run(count: int, timeout: float, churn_minutes: int) -> dict:
                 }
                 plane.apply(secret)
                 operator = Operator(
-                    plane._admin_kubeconfig, root / "operator.log", {"KUBEFORMER_REQUEUE_SECONDS": "600"}
+                    plane._admin_kubeconfig,
+                    root / "operator.log",
+                    {"KUBEFORMER_REQUEUE_SECONDS": str(requeue)},
                 )
                 operator.start()
                 try:
                     result = measure(plane, operator, spec, count, timeout)
+                    result["requeue_seconds"] = requeue
+                    if quiet_minutes:
+                        result["quiet"] = quiet(plane, quiet_minutes)
                     if churn_minutes:
                         result["churn"] = churn(plane, spec, count, churn_minutes, timeout)
                         result["operator_peak_rss_mb"] = round(peak_rss_mb(operator.process.pid), 1)
@@ -227,6 +237,26 @@ def measure(plane: ControlPlane, operator: Operator, spec: dict, count: int, tim
     }
 
 
+def quiet(plane: ControlPlane, minutes: float, settle: float = 30) -> dict:
+    """The steady state: after `settle` seconds for the last rollout events, the operator's API writes
+    per second over `minutes` in which nothing changes but its safety-net timer ticks."""
+    time.sleep(settle)
+    began = time.time()
+    time.sleep(minutes * 60)
+    ended = time.time()
+    time.sleep(2)  # the audit log is written a little after the request
+    requests = count_requests(plane.audit_log, began, ended)
+    writes = {f"{c} {v}": n for (c, v), n in sorted(requests.items()) if v in WRITE_VERBS}
+    seconds = ended - began
+    return {
+        "seconds": round(seconds, 1),
+        "writes": writes,
+        "writes_per_second": round(sum(writes.values()) / seconds, 3),
+        "requests_per_second": round(sum(requests.values()) / seconds, 3),
+        "api_requests": {f"{client} {verb}": n for (client, verb), n in sorted(requests.items())},
+    }
+
+
 def churn(plane: ControlPlane, spec: dict, count: int, minutes: int, timeout: float) -> dict:
     """Each minute: a serving change to 10% of the objects, 10% deleted and as many new ones created.
 
@@ -272,10 +302,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--quiet-minutes", type=float, default=0, help="then count API writes/s while nothing changes"
+    )
     parser.add_argument("--churn-minutes", type=int, default=0, help="then churn 10%% per minute")
+    parser.add_argument(
+        "--requeue-seconds",
+        type=float,
+        default=Settings().requeue_seconds,
+        help="the operator's safety-net timer (default: the operator's default)",
+    )
     args = parser.parse_args()
-    result = run(args.objects, args.timeout, args.churn_minutes)
-    suffix = f"-churn{args.churn_minutes}" if args.churn_minutes else ""
+    result = run(args.objects, args.timeout, args.churn_minutes, args.quiet_minutes, args.requeue_seconds)
+    suffix = f"-quiet{args.quiet_minutes:g}" if args.quiet_minutes else ""
+    suffix += f"-churn{args.churn_minutes}" if args.churn_minutes else ""
     out = HERE / "results" / f"{args.objects}{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

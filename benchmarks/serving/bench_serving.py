@@ -1,12 +1,16 @@
-"""kubeformer (Triton + dynamic batching) against a PyTorch pipeline behind FastAPI, same model and run.
+"""kubeformer (Triton + dynamic batching) against a PyTorch pipeline behind FastAPI, same model and run;
+and the cost of kubeformer's API front: the same texts through OpenAI /v1/embeddings (the front, over
+gRPC or HTTP to Triton) and through Triton's v2 route directly, next to infinity-emb serving the same
+model on the same OpenAI route.
 
 Closed-loop load: at each concurrency C, C client threads each send one request, wait for the answer,
-send the next, until the request budget or the time limit is spent. Both servers get the same texts
+send the next, until the request budget or the time limit is spent. Every server gets the same texts
 (a fixed, seeded corpus of mixed lengths), the same HTTP/JSON client code and the same machine, one
 server under load at a time. Reported: req/s and p50/p95/p99 latency per server and concurrency,
 the ratios between them, and Triton's statistics showing how many requests each execution batched.
 
-    python benchmarks/serving/bench_serving.py --artifact out/minilm --model-dir MODEL_DIR
+    python benchmarks/serving/bench_serving.py --artifact out/minilm --model-dir MODEL_DIR \
+        --systems kubeformer,api,api-http,infinity,pytorch --infinity ~/.cache/kubeformer/infinity-venv
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import socket
 import subprocess
@@ -25,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kubeformer_builder.manifest import load_manifest
+from kubeformer_builder.manifest import REPOSITORY_DIR, load_manifest
+from kubeformer_builder.serving.api.server import ApiServer
+from kubeformer_builder.serving.api.settings import ApiSettings, Listen
 from kubeformer_builder.serving.overrides import InstanceKind, Overrides
 from kubeformer_builder.serving.serve import ServeConfig, serve
 from kubeformer_builder.serving.tritonserver import Endpoints
@@ -86,6 +93,15 @@ def baseline_request(client: JsonClient, text: str) -> dict:
     return client.post("/predict", {"text": text})
 
 
+def openai_request(path: str, model: str) -> Callable[[JsonClient, str], dict]:
+    """One text per request through an OpenAI embeddings route (the front's or infinity's)."""
+
+    def send(client: JsonClient, text: str) -> dict:
+        return client.post(path, {"model": model, "input": [text], "encoding_format": "float"})
+
+    return send
+
+
 def closed_loop(port, send, texts, concurrency, requests, time_limit_s) -> tuple[list[float], float]:
     """Latencies (seconds) of every completed request and the wall time of the whole run."""
     latencies: list[float] = []
@@ -141,8 +157,9 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 def start_triton(
-    artifact: Path, overrides: Overrides, log_path: Path
+    artifact: Path, overrides: Overrides, log_path: Path, api: Listen
 ) -> tuple[Endpoints, Callable[[], None]]:
+    """`kubeformer serve` of the artifact: Triton, and the API front beside it (over gRPC) at `api`."""
     endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
     stop, ready, failures = threading.Event(), threading.Event(), []
     log = log_path.open("w")
@@ -150,7 +167,7 @@ def start_triton(
     def run() -> None:
         try:
             serve(
-                ServeConfig((str(artifact),), endpoints, overrides),
+                ServeConfig((str(artifact),), endpoints, overrides, api=api),
                 stop,
                 lambda line: print(line, file=log),
                 lambda _: ready.set(),
@@ -182,6 +199,17 @@ def start_baseline(model_dir: str, task: str) -> tuple[int, subprocess.Popen]:
     return port, process
 
 
+def start_infinity(venv: Path, model_dir: str, name: str, log_path: Path) -> tuple[int, subprocess.Popen]:
+    """infinity-emb (its own venv: it needs transformers 4) serving `model_dir` as `name` on torch, CPU."""
+    port = free_port()
+    command = [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", model_dir, "--served-model-name", name]
+    command += ["--engine", "torch", "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    send = openai_request("/embeddings", name)
+    wait_until(lambda: send(JsonClient(port), "warm up") is not None, 600, "infinity")
+    return port, process
+
+
 def batching(port: int, model: str) -> tuple[int, int]:
     """(inference_count, execution_count) of the engine model; their ratio is the mean batch size."""
     time.sleep(0.5)  # Triton updates statistics just after it answers: let the last requests land
@@ -193,32 +221,73 @@ def batching(port: int, model: str) -> tuple[int, int]:
     return stats["inference_count"], stats["execution_count"]
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
-    manifest = load_manifest(args.artifact)
-    texts = corpus(args.corpus_size)
+def start_systems(args, manifest, stack: list[Callable[[], None]]) -> tuple[dict, Endpoints]:
+    """name -> (port, send) of every system asked for, started; their stop functions go on `stack`."""
     overrides = Overrides(
         instance_kind=InstanceKind.CPU,
         instance_count=args.instances,
         max_queue_delay_us=args.max_queue_delay_us,
         intra_op_threads=args.intra_op_threads,
     )
-    endpoints, stop_triton = start_triton(args.artifact, overrides, args.log)
-    baseline_port, baseline = start_baseline(args.model_dir, manifest.task)
+    api = Listen("127.0.0.1", free_port())
+    endpoints, stop_triton = start_triton(args.artifact, overrides, args.log, api)
+    stack.append(stop_triton)
     systems = {
         "kubeformer": (endpoints.http_port, triton_request(manifest.name)),
-        "pytorch": (baseline_port, baseline_request),
+        "api": (api.port, openai_request("/v1/embeddings", manifest.name)),
     }
+    if "api-http" in args.systems:  # a second front, reaching Triton over HTTP instead of gRPC
+        settings = ApiSettings(
+            triton_url=endpoints.http, repositories=(args.artifact / REPOSITORY_DIR,), max_inputs=1024
+        )
+        front = ApiServer(settings, Listen("127.0.0.1", free_port())).__enter__()
+        stack.append(front.stop)
+        systems["api-http"] = (front.listen.port, openai_request("/v1/embeddings", manifest.name))
+    if "infinity" in args.systems:
+        port, process = start_infinity(
+            args.infinity, args.model_dir, manifest.name, args.log.with_suffix(".inf")
+        )
+        stack.append(lambda process=process: (process.terminate(), process.wait(30)))
+        systems["infinity"] = (port, openai_request("/embeddings", manifest.name))
+    if "pytorch" in args.systems:
+        port, process = start_baseline(args.model_dir, manifest.task)
+        stack.append(lambda process=process: (process.terminate(), process.wait(30)))
+        systems["pytorch"] = (port, baseline_request)
+    return {name: systems[name] for name in args.systems}, endpoints
+
+
+def ratios(row: dict) -> None:
+    """Front cost (api / kubeformer) and speedup (kubeformer / pytorch, kubeformer api / infinity)."""
+    for ours, theirs, key in (
+        ("kubeformer", "pytorch", ""),
+        ("api", "kubeformer", "api_vs_triton_"),
+        ("api-http", "kubeformer", "api_http_vs_triton_"),
+        ("api", "infinity", "api_vs_infinity_"),
+    ):
+        if ours in row and theirs in row:
+            row[key + "throughput_ratio"] = row[ours]["throughput_rps"] / row[theirs]["throughput_rps"]
+            row[key + "p50_ratio"] = row[ours]["p50_ms"] / row[theirs]["p50_ms"]
+            row[key + "p95_ratio"] = row[ours]["p95_ms"] / row[theirs]["p95_ms"]
+            if key.startswith("api"):
+                row[key + "p50_added_ms"] = row[ours]["p50_ms"] - row[theirs]["p50_ms"]
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    manifest = load_manifest(args.artifact)
+    texts = corpus(args.corpus_size)
     results: dict = {"task": manifest.task, "model": manifest.name, "variant": manifest.variant, "runs": []}
+    results["machine"] = {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    stack: list[Callable[[], None]] = []
     try:
+        systems, endpoints = start_systems(args, manifest, stack)
         for concurrency in args.concurrency:
             row: dict = {"concurrency": concurrency}
             for name, (port, send) in systems.items():
                 closed_loop(
                     port, send, texts, concurrency, args.warmup, args.time_limit
                 )  # warm up, discarded
-                before = (
-                    batching(endpoints.http_port, manifest.name + "_model") if name == "kubeformer" else None
-                )
+                triton_side = name in ("kubeformer", "api", "api-http")
+                before = batching(endpoints.http_port, manifest.name + "_model") if triton_side else None
                 latencies, elapsed = closed_loop(
                     port, send, texts, concurrency, args.requests, args.time_limit
                 )
@@ -228,15 +297,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                     inferences, executions = after[0] - before[0], after[1] - before[1]
                     row[name]["model_inferences"], row[name]["model_executions"] = inferences, executions
                     row[name]["mean_batch"] = inferences / max(executions, 1)
-            row["throughput_ratio"] = row["kubeformer"]["throughput_rps"] / row["pytorch"]["throughput_rps"]
-            row["p50_ratio"] = row["kubeformer"]["p50_ms"] / row["pytorch"]["p50_ms"]
-            row["p95_ratio"] = row["kubeformer"]["p95_ms"] / row["pytorch"]["p95_ms"]
+            ratios(row)
             results["runs"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
-        baseline.terminate()
-        baseline.wait(30)
-        stop_triton()
+        for stop in reversed(stack):
+            stop()
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     return results
 
 
@@ -246,7 +313,7 @@ def markdown(results: dict) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results["runs"]:
-        for name in ("kubeformer", "pytorch"):
+        for name in [n for n in SYSTEMS if n in row]:
             r = row[name]
             batch = f"{r['mean_batch']:.1f}" if "mean_batch" in r else ""
             lines.append(
@@ -255,11 +322,30 @@ def markdown(results: dict) -> str:
             )
     lines.append("")
     for row in results["runs"]:
-        lines.append(
-            f"- C={row['concurrency']}: throughput x{row['throughput_ratio']:.2f}, "
-            f"p50 x{row['p50_ratio']:.2f}, p95 x{row['p95_ratio']:.2f} (kubeformer / pytorch)"
-        )
+        for key, label in (
+            ("", "kubeformer / pytorch"),
+            ("api_vs_triton_", "api / kubeformer"),
+            ("api_http_vs_triton_", "api-http / kubeformer"),
+            ("api_vs_infinity_", "api / infinity"),
+        ):
+            if key + "throughput_ratio" in row:
+                added = f", p50 {row[key + 'p50_added_ms']:+.2f} ms" if key + "p50_added_ms" in row else ""
+                lines.append(
+                    f"- C={row['concurrency']}: throughput x{row[key + 'throughput_ratio']:.2f}, "
+                    f"p50 x{row[key + 'p50_ratio']:.2f}, p95 x{row[key + 'p95_ratio']:.2f}{added} ({label})"
+                )
     return "\n".join(lines)
+
+
+SYSTEMS = ("kubeformer", "api", "api-http", "infinity", "pytorch")
+
+
+def _systems(text: str) -> list[str]:
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or "kubeformer" not in names:
+        raise argparse.ArgumentTypeError(f"systems from {SYSTEMS}, kubeformer included; got {text!r}")
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -271,6 +357,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-dir", required=True, help="the same model as a transformers directory (baseline)"
     )
     parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8, 32])
+    parser.add_argument(
+        "--systems",
+        type=_systems,
+        default=["kubeformer", "pytorch"],
+        help=f"comma-separated, in run order, from {','.join(SYSTEMS)} (kubeformer: Triton's v2 route; "
+        "api: the front over gRPC; api-http: the front over HTTP)",
+    )
+    parser.add_argument(
+        "--infinity", type=Path, help="venv with infinity-emb (needed for --systems infinity)"
+    )
     parser.add_argument("--requests", type=int, default=600, help="request budget per system and concurrency")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per system and concurrency")
     parser.add_argument("--warmup", type=int, default=32)
@@ -280,7 +376,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-queue-delay-us", type=int, default=None)
     parser.add_argument("--log", type=Path, default=Path("tritonserver-bench.log"))
     parser.add_argument("--output-json", type=Path)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "infinity" in args.systems and args.infinity is None:
+        parser.error("--systems infinity needs --infinity VENV")
+    return args
 
 
 def main() -> int:

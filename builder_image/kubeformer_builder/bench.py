@@ -1,8 +1,9 @@
-"""`kubeformer bench`: PyTorch eager fp32 against every variant, same inputs, one run.
+"""`kubeformer bench`: the PyTorch reference library, fp32, against every variant, same inputs, one run.
 
 The candidates are the ones a build would try (plus plain unfused ONNX Runtime as the
-reference point every speedup claim should beat); each is timed at every requested
-(batch, sequence) shape and reported with its accuracy delta from the gate.
+reference point every speedup claim should beat); at every requested (batch, sequence) shape
+they are timed interleaved with PyTorch (timing.measure_interleaved) and reported with the
+spread of their rounds, a noisy flag and their accuracy delta from the gate.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from kubeformer_builder import calibration, inference
 from kubeformer_builder.config import BuildConfig, Precision
+from kubeformer_builder.evaluation import BASELINE
 from kubeformer_builder.isa import host_cpu
 from kubeformer_builder.pipeline import prepare
-from kubeformer_builder.timing import Latency, measure
+from kubeformer_builder.timing import Latency, Speedup, measure_interleaved, speedup
 from kubeformer_builder.variants import Candidate, VariantSearch
 from kubeformer_builder.versions import runtime_versions
 
@@ -30,11 +32,17 @@ class Row:
     batch: int
     sequence: int
     latency: Latency
-    speedup: float
+    speedup: Speedup | None  # None for PyTorch itself
     accuracy_drop: float | None
     gate_passed: bool | None
 
+    @property
+    def noisy(self) -> bool:
+        return self.latency.noisy or (self.speedup is not None and self.speedup.noisy)
+
     def to_dict(self) -> dict:
+        """One table row; `speedup` is null when noisy (its range and the reasons are beside it)."""
+        ratio = self.speedup
         return {
             "variant": self.variant,
             "batch": self.batch,
@@ -42,13 +50,18 @@ class Row:
             "p50_ms": round(self.latency.p50_ms, 3),
             "p95_ms": round(self.latency.p95_ms, 3),
             "throughput": round(self.latency.throughput, 2),
-            "speedup": round(self.speedup, 3),
+            "spread": round(self.latency.spread, 4),
+            "speedup": 1.0 if ratio is None else (None if ratio.noisy else round(ratio.value, 3)),
+            "speedup_range": None if ratio is None else [round(ratio.low, 3), round(ratio.high, 3)],
+            "noisy": self.noisy,
+            "noise": list(ratio.noise if ratio else self.latency.noise),  # a ratio's includes both sides
             "accuracy_drop": None if self.accuracy_drop is None else round(self.accuracy_drop, 6),
             "gate_passed": self.gate_passed,
         }
 
 
 def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0) -> dict:
+    """PyTorch (the reference library) and every candidate, timed interleaved at each shape."""
     timings: dict[str, float] = {}
     search_config = (
         replace(config, precision=Precision.AUTO) if config.precision is Precision.AUTO else config
@@ -66,6 +79,7 @@ def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0)
         )
         search.judge(Candidate("onnxruntime-unfused", Precision.FP32, prepared.exported))
         candidates = search.run()  # includes the unfused reference judged above
+        sessions = [inference.make_session(c.path) for c in candidates]
         texts = calibration.builtin_corpus()
         rows = []
         for batch_size, sequence in shapes:
@@ -79,29 +93,22 @@ def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0)
                 pad_to=sequence,
             )
             log.info("timing batch %d x sequence %d", batch_size, sequence)
-            base = measure(
-                lambda b=batch: inference.run_torch(prepared.wrapper, b),
-                batch_size,
-                sequence,
-                budget_s=budget_s,
+            calls = {BASELINE: lambda b=batch: prepared.evaluator.reference.run(b)}
+            calls.update(
+                {str(i): (lambda s=s, b=batch: inference.run_session(s, b)) for i, s in enumerate(sessions)}
             )
-            rows.append(Row("pytorch-eager-fp32", batch_size, sequence, base, 1.0, 0.0, True))
-            for candidate in candidates:
-                session = inference.make_session(candidate.path)
-                latency = measure(
-                    lambda s=session, b=batch: inference.run_session(s, b),
-                    batch_size,
-                    sequence,
-                    budget_s=budget_s,
-                )
+            found = measure_interleaved(calls, batch_size, sequence, budget_s=budget_s)
+            base = found[BASELINE]
+            rows.append(Row("pytorch-fp32", batch_size, sequence, base, None, 0.0, True))
+            for i, candidate in enumerate(candidates):
                 gate = candidate.gate
                 rows.append(
                     Row(
                         candidate.name,
                         batch_size,
                         sequence,
-                        latency,
-                        base.p50_ms / latency.p50_ms,
+                        found[str(i)],
+                        speedup(base, found[str(i)]),
                         gate.drop if gate else None,
                         gate.passed if gate else None,
                     )
@@ -111,6 +118,7 @@ def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0)
         "task": config.task.value,
         "threads": inference.cpu_threads(),
         "cpu": host_cpu().to_dict(),
+        "reference": prepared.evaluator.reference.to_dict(),
         "gate": {"metric": prepared.evaluator.metric.value, "max_drop": config.gate.max_drop},
         "versions": runtime_versions(),
         "rows": [row.to_dict() for row in rows],
@@ -128,9 +136,11 @@ def format_table(report: dict) -> str:
     for row in report["rows"]:
         drop = "-" if row["accuracy_drop"] is None else f"{row['accuracy_drop']:.4f}"
         gate = {True: "pass", False: "FAIL", None: "-"}[row["gate_passed"]]
+        ratio = "noisy" if row["speedup"] is None else f"{row['speedup']:.2f}x"
+        noise = f" (noisy: {'; '.join(row['noise'])})" if row["noisy"] else ""
         lines.append(
             f"{row['variant']:<28} {row['batch']:>3}x{row['sequence']:<4} "
             f"{row['p50_ms']:>9.2f} {row['p95_ms']:>9.2f} {row['throughput']:>9.1f} "
-            f"{row['speedup']:>7.2f}x {drop:>9} {gate}"
+            f"{ratio:>8} {drop:>9} {gate}{noise}"
         )
     return "\n".join(lines)

@@ -214,6 +214,14 @@ def build_fields() -> tuple[BuildField, ...]:
             lambda c: c.calibration.column,
         ),
         BuildField(
+            "calibration_pair_column",
+            "optimization.calibration.pairColumn",
+            "--calibration-pair-column",
+            None,
+            "column holding the second texts of pairs: a pair model is calibrated and judged on pairs",
+            lambda c: c.calibration.pair_column,
+        ),
+        BuildField(
             "calibration_samples",
             "optimization.calibration.samples",
             "--calibration-samples",
@@ -247,6 +255,16 @@ def build_fields() -> tuple[BuildField, ...]:
             0.01,
             "largest accepted accuracy drop against fp32",
             lambda c: c.gate.max_drop,
+            parse=float,
+        ),
+        BuildField(
+            "benchmark_seconds",
+            "optimization.benchmarkSeconds",
+            "--benchmark-seconds",
+            3.0,
+            "seconds of interleaved timing per contender and shape (PyTorch and each candidate that "
+            "passed the gate); less builds faster with noisier speed figures",
+            lambda c: c.benchmark_seconds,
             parse=float,
         ),
         BuildField(

@@ -69,7 +69,14 @@ def engine_inputs(
         backend=config.backend.value,
         precision=config.precision.value,
         shapes={"batch": config.shapes.batch.to_dict(), "sequence": config.shapes.sequence.to_dict()},
-        calibration={"source": c.source, "column": c.column, "samples": c.samples, "method": c.method.value},
+        calibration={
+            "source": c.source,
+            "column": c.column,
+            "samples": c.samples,
+            "method": c.method.value,
+            # Only when set, so the keys of single-text builds stay what they were.
+            **({"pairColumn": c.pair_column} if c.pair_column else {}),
+        },
         gate={
             "metric": config.gate.metric.value if config.gate.metric else None,
             "maxDrop": config.gate.max_drop,

@@ -132,6 +132,7 @@ class Calibration:
     column: str
     samples: int
     method: CalibrationMethod
+    pair_column: str | None = None  # second texts of pairs (text-classification pair models)
 
 
 @dataclass(frozen=True)
@@ -164,10 +165,12 @@ class BuildConfig:
     gate: Gate
     truncation: Truncation
     storage: StorageConfig
+    benchmark_seconds: float  # timing budget per contender and shape (evaluation.time_against_reference)
 
 
 MAX_BATCH = 4096
 MAX_SEQUENCE = 8192
+MAX_BENCHMARK_SECONDS = 600
 _SOURCE_RE = re.compile(r"^(hf|s3|file)://.+")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _PATHS = {"source": "model.source", "task": "model.task"}
@@ -213,8 +216,24 @@ def parse_build_config(**raw: Any) -> BuildConfig:
     problems += shapes.sequence.problems("optimization.shapes.sequence", MAX_SEQUENCE)
     if not isinstance(samples, int) or not 8 <= samples <= 100_000:
         problems.append(f"optimization.calibration.samples: must be 8..100000, got {samples!r}")
+    benchmark_seconds = values["benchmark_seconds"]
+    if not isinstance(benchmark_seconds, int | float) or not 0.0 < benchmark_seconds <= MAX_BENCHMARK_SECONDS:
+        problems.append(
+            f"optimization.benchmarkSeconds: must be above 0 and at most {MAX_BENCHMARK_SECONDS}, "
+            f"got {benchmark_seconds!r}"
+        )
     if not isinstance(max_drop, int | float) or not 0.0 <= max_drop <= 1.0:
         problems.append(f"optimization.accuracyGate.maxDrop: must be within 0..1, got {max_drop!r}")
+    pair_column = values["calibration_pair_column"]
+    if pair_column is not None and task != Task.TEXT_CLASSIFICATION.value:
+        problems.append(
+            f"optimization.calibration.pairColumn: only text-classification takes pairs, not {task}"
+        )
+    if pair_column is not None and values["calibration_source"] is None:
+        problems.append(
+            "optimization.calibration.pairColumn: needs optimization.calibration.source "
+            "(the built-in corpus holds single texts)"
+        )
     if not values["revision"]:
         problems.append("model.revision: must not be empty")
     if problems:
@@ -228,8 +247,11 @@ def parse_build_config(**raw: Any) -> BuildConfig:
         tokenizer=tokenizer,
         name=name,
         shapes=shapes,
-        calibration=Calibration(values["calibration_source"], values["calibration_column"], samples, method),
+        calibration=Calibration(
+            values["calibration_source"], values["calibration_column"], samples, method, pair_column
+        ),
         gate=Gate(metric, float(max_drop)),
         truncation=parsed_truncation,
         storage=StorageConfig(values["s3_endpoint"]),
+        benchmark_seconds=float(benchmark_seconds),
     )

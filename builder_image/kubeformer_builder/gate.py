@@ -2,7 +2,9 @@
 
 Pure functions over numpy arrays. The drop is `1 - agreement` (labels, tokens or spans that
 match the reference) or `1 - mean cosine` (embeddings); a variant passes when the drop is
-within `max_drop`. The pipeline decides what to do with a failing report.
+within `max_drop`. A one-logit classifier (a regression or cross-encoder score) has no labels to agree
+on, so agreement is replaced there by ONE_LOGIT_METRIC, which report.json names.
+The pipeline decides what to do with a failing report.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import numpy as np
 
 from kubeformer_builder.config import GateMetric, Task
 from kubeformer_builder.errors import ConfigError
+
+ONE_LOGIT_METRIC = "pearson_and_max_relative_error"
 
 # One batch of outputs: the task's output arrays, in OUTPUT_NAMES order.
 Outputs = tuple[np.ndarray, ...]
@@ -82,6 +86,8 @@ def evaluate(
     masks: list[np.ndarray],
 ) -> GateReport:
     """Score a variant over all held-out batches against the fp32 reference."""
+    if metric is GateMetric.AGREEMENT and task is Task.TEXT_CLASSIFICATION and reference[0][0].shape[-1] == 1:
+        return _one_logit_report(max_drop, reference, candidate)
     scores, max_abs = [], 0.0
     for ref, cand, mask in zip(reference, candidate, masks, strict=True):
         max_abs = max(max_abs, *(float(np.max(np.abs(r - c))) for r, c in zip(ref, cand, strict=True)))
@@ -105,3 +111,31 @@ def _masked_cosine(task: Task, reference: np.ndarray, candidate: np.ndarray, mas
         keep = mask.astype(bool)
         return cosine_rows(reference[keep], candidate[keep])
     return cosine_rows(reference, candidate)
+
+
+def one_logit_score(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """min(Pearson r of the two score columns, 1 - max |candidate - reference| / max |reference|).
+
+    reference, candidate: [texts] or [texts, 1] floats. Correlation catches a candidate that orders
+    texts differently, the relative error one that shifts or scales every score; 1.0 = identical,
+    0.0 for a candidate with non-finite values.
+    """
+    ref = reference.reshape(-1).astype(np.float64)
+    cand = candidate.reshape(-1).astype(np.float64)
+    if not np.isfinite(cand).all():
+        return 0.0
+    scale = max(float(np.max(np.abs(ref))), 1e-12)
+    relative_error = float(np.max(np.abs(cand - ref))) / scale
+    if np.ptp(ref) == 0 or np.ptp(cand) == 0:  # a constant column has no correlation to measure
+        correlation = 1.0 if np.allclose(ref, cand) else 0.0
+    else:
+        correlation = float(np.corrcoef(ref, cand)[0, 1])
+    return min(correlation, 1.0 - relative_error)
+
+
+def _one_logit_report(max_drop: float, reference: list[Outputs], candidate: list[Outputs]) -> GateReport:
+    ref = np.concatenate([outputs[0] for outputs in reference])
+    cand = np.concatenate([outputs[0] for outputs in candidate])
+    score = one_logit_score(ref, cand)
+    max_abs = float(np.max(np.abs(ref - cand))) if ref.size else 0.0
+    return GateReport(ONE_LOGIT_METRIC, score, max(0.0, 1.0 - score), max_drop, max_abs, len(ref))

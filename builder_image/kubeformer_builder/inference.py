@@ -1,4 +1,4 @@
-"""Tokenize texts into batches and run them through PyTorch or ONNX Runtime.
+"""Tokenize texts into batches and run them through ONNX Runtime.
 
 Shared by the accuracy gate, the variant selection and `kubeformer bench`, so that every
 number compares the same inputs.
@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from kubeformer_builder.calibration import Text
 from kubeformer_builder.config import Task
-from kubeformer_builder.tasks import ExportWrapper
 
 Batch = dict[str, np.ndarray]
 
@@ -35,12 +34,15 @@ def question_context_pairs(texts: Sequence[str]) -> list[tuple[str, str]]:
 def tokenize(
     tokenizer,
     task: Task,
-    texts: Sequence[str],
+    texts: Sequence[Text],
     input_names: tuple[str, ...],
     max_length: int,
     pad_to: int | None = None,
 ) -> Batch:
-    """One batch, padded to the longest text (or to `pad_to`), truncated at max_length."""
+    """One batch, padded to the longest text (or to `pad_to`), truncated at max_length.
+
+    Pairs are encoded as the serving tokenizer encodes TEXT + TEXT_PAIR: truncation longest_first.
+    """
     padding = "max_length" if pad_to else "longest"
     length = pad_to or max_length
     if task is Task.QUESTION_ANSWERING:
@@ -54,29 +56,12 @@ def tokenize(
             return_tensors="np",
         )
     else:
+        pairs = bool(texts) and not isinstance(texts[0], str)
+        columns = ([t[0] for t in texts], [t[1] for t in texts]) if pairs else (list(texts),)
         encoded = tokenizer(
-            list(texts), truncation=True, max_length=length, padding=padding, return_tensors="np"
+            *columns, truncation=True, max_length=length, padding=padding, return_tensors="np"
         )
     return {name: encoded[name].astype(np.int64) for name in input_names}
-
-
-def batches(
-    tokenizer, task: Task, texts: Sequence[str], input_names: tuple[str, ...], max_length: int, size: int = 8
-) -> list[Batch]:
-    """Texts sorted by length then batched, as a serving tokenizer with buckets would see them."""
-    ordered = sorted(texts, key=len)
-    return [
-        tokenize(tokenizer, task, ordered[start : start + size], input_names, max_length)
-        for start in range(0, len(ordered), size)
-    ]
-
-
-def run_torch(wrapper: ExportWrapper, batch: Batch) -> tuple[np.ndarray, ...]:
-    with torch.inference_mode():
-        outputs = wrapper(*(torch.from_numpy(batch[name]) for name in wrapper.input_names))
-    if isinstance(outputs, torch.Tensor):
-        outputs = (outputs,)
-    return tuple(output.float().numpy() for output in outputs)
 
 
 def cpu_threads() -> int:

@@ -14,11 +14,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kubeformer_builder import __version__, cachekey, calibration, inference, model_inputs, tasks
+from kubeformer_builder import (
+    __version__,
+    cachekey,
+    calibration,
+    inference,
+    model_inputs,
+    sentence_pipeline,
+    tasks,
+    timing,
+)
 from kubeformer_builder.architectures import Architecture, find_architecture
-from kubeformer_builder.config import MAX_SEQUENCE, Backend, BuildConfig
+from kubeformer_builder.config import MAX_SEQUENCE, Backend, BuildConfig, Task
 from kubeformer_builder.errors import SourceError
-from kubeformer_builder.evaluation import Evaluator
+from kubeformer_builder.evaluation import Evaluator, make_reference
 from kubeformer_builder.isa import host_cpu
 from kubeformer_builder.manifest import Manifest, list_files
 from kubeformer_builder.manifest import write_manifest as write_manifest_file
@@ -26,8 +35,8 @@ from kubeformer_builder.progress import stage
 from kubeformer_builder.publish import REPORT_NAME, BuildResult, find_existing, publish, result_from
 from kubeformer_builder.sources import check_model_dir, resolve_source
 from kubeformer_builder.stages import export, optimize
-from kubeformer_builder.variants import VariantSearch, choose
-from kubeformer_builder.versions import runtime_versions, tensorrt_target
+from kubeformer_builder.variants import VariantSearch, choose, time_candidates
+from kubeformer_builder.versions import runtime_versions, tensorrt_target, tensorrt_versions
 
 log = logging.getLogger("kubeformer.pipeline")
 
@@ -41,8 +50,10 @@ def model_name(config: BuildConfig) -> str:
 
 
 def build_inputs(config: BuildConfig, name: str) -> dict[str, Any]:
-    gpu_arch, trt_version = tensorrt_target() if config.backend is Backend.TENSORRT else (None, None)
-    return cachekey.engine_inputs(config, name, __version__, gpu_arch, trt_version)
+    if config.backend is not Backend.TENSORRT:
+        return cachekey.engine_inputs(config, name, __version__)
+    gpu, trt_version = tensorrt_target()
+    return cachekey.engine_inputs(config, name, __version__, gpu.arch, trt_version)
 
 
 def build(config: BuildConfig, output: str) -> BuildResult:
@@ -124,15 +135,18 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
         config, limit = fit_to_model(config, arch, model_dir, tokenizer)
         model = tasks.load_model(model_dir, config.task)
         input_names = model_inputs.select_inputs(model, tokenizer.model_input_names)
-        pooling = tasks.read_pooling(model_dir)
-        wrapper = tasks.ExportWrapper(model, config.task, input_names, pooling)
+        sentence_model = head = None
+        if config.task is Task.FEATURE_EXTRACTION:
+            sentence_model = sentence_pipeline.load_sentence_transformer(model_dir)
+            head = sentence_pipeline.export_head(sentence_model, model_dir)
+        wrapper = tasks.ExportWrapper(model, config.task, input_names, head)
         texts = load_calibration(config, workdir)
     with stage("export", timings):
         exported = export.export_onnx(wrapper, workdir / "export", arch.opset)
         taken = graph_inputs(exported)
         if taken != input_names:  # the exporter prunes inputs the graph never reads
             log.info("the exported graph reads %s of %s; serving only those", taken, input_names)
-            wrapper = tasks.ExportWrapper(model, config.task, taken, pooling)
+            wrapper = tasks.ExportWrapper(model, config.task, taken, head)
             input_names = taken
     with stage("optimize", timings):
         if config.backend is Backend.TENSORRT:  # TensorRT fuses itself and cannot parse ORT's contrib ops
@@ -144,7 +158,8 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
         log.info("fused ops: %s", fused_ops or "none")
     with stage("reference", timings):
         split = calibration.split_texts(texts, config.calibration.samples)
-        evaluator = Evaluator(wrapper, tokenizer, config, split.held_out)
+        reference = make_reference(config, model_dir, tokenizer, sentence_model)
+        evaluator = Evaluator(wrapper, tokenizer, config, split.held_out, reference)
         calib = calibration_batches(tokenizer, config, input_names, split.calibration)
     return Prepared(config, limit, wrapper, tokenizer, exported, fused, fused_ops, evaluator, calib)
 
@@ -158,10 +173,11 @@ def produce(
     config, limit = prepared.config, prepared.sequence_limit
     cpu = host_cpu()
     with stage("variants", timings):
-        baseline = prepared.evaluator.time_pytorch()
         candidates = VariantSearch(
             config, prepared.evaluator, prepared.fused, workdir / "variants", prepared.calibration, cpu.isa
         ).run()
+    with stage("timing", timings):
+        baseline = time_candidates(prepared.evaluator, candidates)
         chosen = choose(candidates, baseline, config.precision)
         log.info("kept %s (%.2fx PyTorch, CPU %s)", chosen.name, chosen.speedup(baseline), cpu.isa.value)
     cpu_block = None  # TensorRT engines run on the GPU: the CPU's ISA does not shape them
@@ -169,7 +185,7 @@ def produce(
         cpu_block = {**cpu.to_dict(), "int8_scheme": chosen.scheme.to_dict() if chosen.scheme else None}
     versions = runtime_versions()
     if config.backend is Backend.TENSORRT:
-        versions.update(zip(("gpu_arch", "tensorrt"), tensorrt_target(), strict=True))
+        versions.update(tensorrt_versions(*tensorrt_target()))
     with stage("triton-repository", timings):
         write_triton_repository(
             config, name, prepared.wrapper, prepared.tokenizer, chosen.engine, artifact / "model_repository"
@@ -179,7 +195,9 @@ def produce(
         "cache_key": key,
         "kept": chosen.name,
         "cpu": cpu_block,
+        "reference": prepared.evaluator.reference.to_dict(),
         "baseline_pytorch": {k: v.to_dict() for k, v in baseline.items()},
+        "timing": timing_method(),
         "variants": [c.to_dict(baseline) for c in candidates],
         "fused_ops": prepared.fused_ops,
         "model_inputs": list(prepared.wrapper.input_names),
@@ -217,7 +235,7 @@ def load_tokenizer(auto_tokenizer, tokenizer_dir: Path):
     return tokenizer
 
 
-def load_calibration(config: BuildConfig, workdir: Path) -> list[str]:
+def load_calibration(config: BuildConfig, workdir: Path) -> list[calibration.Text]:
     source = config.calibration.source
     local = None
     if source and not source.lstrip().startswith("["):
@@ -227,7 +245,7 @@ def load_calibration(config: BuildConfig, workdir: Path) -> list[str]:
     return calibration.load_texts(config.calibration, local)
 
 
-def calibration_batches(tokenizer, config: BuildConfig, input_names, texts: tuple[str, ...]):
+def calibration_batches(tokenizer, config: BuildConfig, input_names, texts: tuple[calibration.Text, ...]):
     """Equal-shape batches (8 texts padded to the optimal sequence length): the histogram
     calibrators stack a stride of batches, so a short last batch is dropped."""
     sequence, size = config.shapes.sequence.opt, min(8, len(texts))
@@ -242,8 +260,15 @@ def calibration_batches(tokenizer, config: BuildConfig, input_names, texts: tupl
 def write_triton_repository(
     config: BuildConfig, name: str, wrapper, tokenizer, engine: Path, dest: Path
 ) -> None:
+    from kubeformer_builder.serving.answers import score_function
     from kubeformer_builder.triton.repository import RepositorySpec, write_repository
 
+    model_config = wrapper.model.config
+    function_to_apply = (
+        score_function(model_config.problem_type, model_config.num_labels)
+        if config.task is Task.TEXT_CLASSIFICATION
+        else None
+    )
     with tempfile.TemporaryDirectory(prefix="kubeformer-tokenizer-") as tokenizer_dir:
         tokenizer.save_pretrained(tokenizer_dir)
         spec = RepositorySpec(
@@ -255,20 +280,42 @@ def write_triton_repository(
             max_sequence_length=config.shapes.sequence.max,
             truncation=config.truncation,
             id2label=tasks.id2label(config.task, wrapper.model),
-            output_dims=tasks.output_dims(config.task, wrapper.model),
+            output_dims=tasks.output_dims(wrapper),
             backend=config.backend,
             preferred_batch_sizes=tuple(sorted({config.shapes.batch.opt, config.shapes.batch.max})),
             max_queue_delay_us=1000,
+            function_to_apply=function_to_apply,
+            normalized=wrapper.head is not None and wrapper.head.normalizes,
         )
         write_repository(spec, engine, Path(tokenizer_dir), dest)
 
 
-def benchmark_summary(chosen, baseline) -> dict[str, Any]:
-    single, batched = chosen.latency["single"], chosen.latency["batched"]
+def timing_method() -> dict[str, Any]:
+    """How the latencies in report.json were measured, with the thresholds that flag noise."""
     return {
+        "method": "interleaved rounds, one block per contender, order alternating",
+        "rounds": timing.ROUNDS,
+        "noisy_when": {"relative_spread_above": timing.MAX_SPREAD, "p95_over_p50_above": timing.MAX_TAIL},
+    }
+
+
+def benchmark_summary(chosen, baseline) -> dict[str, Any]:
+    """What status.benchmark shows. `noisy` is true when any measurement behind it is; a noisy
+    speedup is left out rather than published."""
+    single, batched = chosen.latency["single"], chosen.latency["batched"]
+    ratio = timing.speedup(baseline["single"], single)
+    noise = [*ratio.noise, *batched.noise]
+    for latencies in (baseline, chosen.latency):
+        noise += timing.inconsistent_shapes(latencies["single"], latencies["batched"])
+    summary: dict[str, Any] = {
         "p50Ms": round(single.p50_ms, 3),
         "p95Ms": round(single.p95_ms, 3),
         "throughput": round(batched.throughput, 2),
-        "speedupVsPytorch": round(baseline["single"].p50_ms / single.p50_ms, 3),
         "accuracyDrop": round(chosen.gate.drop, 6),
+        "noisy": bool(noise),
     }
+    if noise:
+        log.warning("speed figures are noisy, speedup not published: %s", "; ".join(noise))
+    else:
+        summary["speedupVsPytorch"] = round(ratio.value, 3)
+    return summary

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from kubeformer_builder.errors import SourceError
-from kubeformer_builder.storage import download_prefix
+from kubeformer_builder.storage import download_prefix, source_credentials
 
 
 def resolve_source(uri: str, revision: str, workdir: Path, endpoint: str | None, what: str) -> Path:
@@ -22,7 +22,7 @@ def resolve_source(uri: str, revision: str, workdir: Path, endpoint: str | None,
             raise SourceError(f"{what}: {uri} does not exist")
         return path
     if scheme == "s3":
-        return download_prefix(uri, workdir / "s3-source", endpoint)
+        return download_prefix(uri, workdir / "s3-source", endpoint, source_credentials())
     if scheme == "hf":
         return download_hub(rest, revision, workdir / "hf-source", what)
     raise SourceError(f"{what}: {uri!r} has an unknown scheme; use file://, hf:// or s3://")

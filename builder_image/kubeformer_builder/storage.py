@@ -52,6 +52,20 @@ class Credentials:
         return "Credentials(***)"
 
 
+SOURCE_PREFIX = "KUBEFORMER_SOURCE_"
+
+
+def source_credentials() -> Credentials | None:
+    """Keys for s3:// model, tokenizer and calibration sources when they differ from the artifact
+    storage's: KUBEFORMER_SOURCE_AWS_ACCESS_KEY_ID and KUBEFORMER_SOURCE_AWS_SECRET_ACCESS_KEY (the
+    operator sets them from the object's model.credentialsSecret). None: the storage's own (AWS_*)."""
+    key_id = os.environ.get(f"{SOURCE_PREFIX}AWS_ACCESS_KEY_ID")
+    secret = os.environ.get(f"{SOURCE_PREFIX}AWS_SECRET_ACCESS_KEY")
+    if key_id and secret:
+        return Credentials(key_id, secret, os.environ.get(f"{SOURCE_PREFIX}AWS_SESSION_TOKEN"))
+    return None
+
+
 def make_client(endpoint: str | None, region: str | None = None, credentials: Credentials | None = None):
     """A boto3 client with bounded retries and short timeouts: an outage fails in seconds, not hours.
 
@@ -138,9 +152,12 @@ def read_object(uri: str, endpoint: str | None, credentials: Credentials | None 
         raise describe_failure(exc, uri, endpoint) from exc
 
 
-def download_prefix(uri: str, dest: Path, endpoint: str | None) -> Path:
-    """Copy every object under the prefix into dest, keeping relative paths."""
-    location, client = parse_s3_uri(uri), make_client(endpoint)
+def download_prefix(
+    uri: str, dest: Path, endpoint: str | None, credentials: Credentials | None = None
+) -> Path:
+    """Copy every object under the prefix into dest, keeping relative paths; `credentials` as in
+    `make_client` (None: the AWS_* environment)."""
+    location, client = parse_s3_uri(uri), make_client(endpoint, credentials=credentials)
     prefix = f"{location.key}/" if location.key else ""
 
     def fetch() -> int:

@@ -7,23 +7,13 @@ START_LOGITS/END_LOGITS), so the Triton repository never depends on a model's qu
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from kubeformer_builder.config import Task
 from kubeformer_builder.errors import SourceError, UnsupportedModelError
-
-
-@dataclass(frozen=True)
-class Pooling:
-    """Sentence-embedding pooling, read from a sentence-transformers layout when present."""
-
-    mode: str = "mean"  # mean | cls | max
-    normalize: bool = False
-
+from kubeformer_builder.sentence_pipeline import SentenceHead
 
 OUTPUT_NAMES: dict[Task, tuple[str, ...]] = {
     Task.TEXT_CLASSIFICATION: ("LOGITS",),
@@ -44,27 +34,8 @@ PER_TOKEN_OUTPUTS: dict[Task, bool] = {
 _HEAD_FRAGMENTS = ("classifier", "qa_outputs", "score", "pre_classifier")
 
 
-def read_pooling(model_dir: Path) -> Pooling:
-    """Pooling from modules.json + the Pooling module's config; mean without normalization otherwise."""
-    modules_file = model_dir / "modules.json"
-    if not modules_file.is_file():
-        return Pooling()
-    modules = json.loads(modules_file.read_text())
-    pooling, normalize = Pooling(), False
-    for module in modules:
-        kind = module.get("type", "")
-        if kind.endswith("Pooling"):
-            config = json.loads((model_dir / module.get("path", "") / "config.json").read_text())
-            if config.get("pooling_mode_cls_token"):
-                pooling = Pooling("cls")
-            elif config.get("pooling_mode_max_tokens"):
-                pooling = Pooling("max")
-        elif kind.endswith("Normalize"):
-            normalize = True
-    return Pooling(pooling.mode, normalize)
-
-
-def _auto_class(task: Task):
+def auto_class(task: Task):
+    """The transformers Auto class that loads a model with `task`'s head."""
     import transformers
 
     return {
@@ -79,7 +50,7 @@ def load_model(model_dir: Path, task: Task) -> torch.nn.Module:
     """Load for the task with eager attention (the fusable graph); refuse a model without the head."""
     from safetensors import SafetensorError
 
-    auto = _auto_class(task)
+    auto = auto_class(task)
     try:
         model, info = auto.from_pretrained(model_dir, attn_implementation="eager", output_loading_info=True)
     except ValueError as exc:
@@ -100,11 +71,23 @@ def load_model(model_dir: Path, task: Task) -> torch.nn.Module:
 
 
 class ExportWrapper(torch.nn.Module):
-    """Positional inputs (in tokenizer order) to the task's named outputs."""
+    """Positional inputs (in tokenizer order) to the task's named outputs.
 
-    def __init__(self, model: torch.nn.Module, task: Task, input_names: tuple[str, ...], pooling: Pooling):
+    Feature extraction needs `head`: the sentence-transformers modules after the transformer
+    (sentence_pipeline.SentenceHead), which turn token embeddings into the sentence embedding.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: Task,
+        input_names: tuple[str, ...],
+        head: SentenceHead | None = None,
+    ):
         super().__init__()
-        self.model, self.task, self.input_names, self.pooling = model, task, input_names, pooling
+        if task is Task.FEATURE_EXTRACTION and head is None:
+            raise ValueError("feature-extraction exports need the sentence-transformers head")
+        self.model, self.task, self.input_names, self.head = model, task, input_names, head
         # The exporter restores the wrapper's mode recursively afterwards: a wrapper left in
         # training mode would switch dropout on in the reference model the gate compares with.
         self.eval()
@@ -113,33 +96,19 @@ class ExportWrapper(torch.nn.Module):
         inputs = dict(zip(self.input_names, tensors, strict=True))
         output = self.model(**inputs)
         if self.task is Task.FEATURE_EXTRACTION:
-            return pool(output.last_hidden_state, inputs["attention_mask"], self.pooling)
+            return self.head(output.last_hidden_state, inputs["attention_mask"])
         if self.task is Task.QUESTION_ANSWERING:
             return output.start_logits, output.end_logits
         return output.logits
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    if pooling.mode == "cls":
-        pooled = hidden[:, 0]
-    elif pooling.mode == "max":
-        masked = hidden.masked_fill(mask.unsqueeze(-1) == 0, torch.finfo(hidden.dtype).min)
-        pooled = masked.max(dim=1).values
-    else:
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-    if pooling.normalize:
-        pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-    return pooled
-
-
-def output_dims(task: Task, model: torch.nn.Module) -> dict[str, list[int]]:
+def output_dims(wrapper: ExportWrapper) -> dict[str, list[int]]:
     """Per-request output dims (batch dim excluded), as Triton's config wants them."""
-    config = model.config
+    task, config = wrapper.task, wrapper.model.config
     if task is Task.TEXT_CLASSIFICATION:
         return {"LOGITS": [config.num_labels]}
     if task is Task.FEATURE_EXTRACTION:
-        return {"EMBEDDING": [config.hidden_size]}
+        return {"EMBEDDING": [wrapper.head.dimension]}
     if task is Task.TOKEN_CLASSIFICATION:
         return {"LOGITS": [-1, config.num_labels]}
     return {"START_LOGITS": [-1], "END_LOGITS": [-1]}

@@ -2,11 +2,17 @@
 
 `auto` and `int8` search int8 in rising cost: quantize everything, once per int8 scheme worth
 trying on the build CPU's ISA (`quantize.schemes_for`: dynamic and static QDQ, full-range u8s8 on
-VNNI/AMX, 7-bit or u8 weights where u8s8 saturates); if the gate fails, keep the nodes that
-measured most sensitive in fp32; as a last resort keep the FFN output projections in fp32.
-Every candidate, kept or rejected, goes to report.json with its gate numbers, latency and scheme.
-A candidate that cannot be built (the quantizer, calibration or engine build raises) is rejected
-with that reason: it never fails the build.
+VNNI/AMX, 7-bit or u8 weights where u8s8 saturates; TensorRT's symmetric s8s8); if the gate fails,
+keep the nodes that measured most sensitive in fp32; as a last resort keep the FFN output
+projections in fp32. `auto` on TensorRT also tries fp16. Every candidate, kept or rejected, goes
+to report.json with its gate numbers, latency and int8 scheme. A candidate that cannot be built
+(the quantizer, calibration or engine build raises) is rejected with that reason: it never fails
+the build.
+
+TensorRT variants are strongly typed graphs (fp16 casts, explicit Q/DQ). Each graph is first
+judged on ONNX Runtime (`graph_gate`, CPU without CUDA), so what an fp16 or int8 variant costs
+in accuracy is known before, and without, any engine; only a graph that passes is compiled, and
+the engine is judged again on the GPU.
 """
 
 from __future__ import annotations
@@ -24,12 +30,13 @@ from tqdm import tqdm
 from kubeformer_builder import inference
 from kubeformer_builder.config import Backend, BuildConfig, Precision
 from kubeformer_builder.errors import BackendUnavailableError, GateError, KubeformerError
-from kubeformer_builder.evaluation import Evaluator
+from kubeformer_builder.evaluation import BASELINE, Evaluator, Runner
 from kubeformer_builder.gate import GateReport
 from kubeformer_builder.isa import Isa
 from kubeformer_builder.stages import quantize
+from kubeformer_builder.stages.fp16 import convert_mixed_fp16
 from kubeformer_builder.stages.quantize import Int8Scheme
-from kubeformer_builder.timing import Latency
+from kubeformer_builder.timing import Latency, Speedup, speedup
 
 log = logging.getLogger("kubeformer.variants")
 
@@ -45,9 +52,11 @@ class Candidate:
     excluded: tuple[str, ...] = ()
     engine: Path | None = None  # what ships: the ONNX itself, or the TensorRT plan built from it
     gate: GateReport | None = None
+    graph_gate: GateReport | None = None  # TensorRT: the graph's gate on ONNX Runtime, before the engine
     latency: dict[str, Latency] = field(default_factory=dict)
     error: str | None = None  # why the candidate could not be built or judged
     nonfinite_tensors: tuple[str, ...] = ()  # activations left out of calibration (inf/NaN)
+    runner: Runner | None = field(default=None, repr=False)  # kept for timing once the search is over
     scheme: Int8Scheme | None = None  # how an int8 candidate was quantized
 
     @property
@@ -63,12 +72,19 @@ class Candidate:
         gate = self.gate
         return f"{self.name}: {gate.metric} {gate.score:.4f}, drop {gate.drop:.4f} > {gate.max_drop}"
 
+    def speedups(self, baseline: dict[str, Latency]) -> dict[str, Speedup]:
+        """Speedup over PyTorch per timing case (single request, batched), from interleaved rounds."""
+        return {k: speedup(baseline[k], self.latency[k]) for k in baseline if k in self.latency}
+
     def speedup(self, baseline: dict[str, Latency]) -> float:
-        """Geometric mean of the speedups over PyTorch at single-request and batched shapes."""
-        ratios = [baseline[k].p50_ms / self.latency[k].p50_ms for k in baseline if k in self.latency]
+        """Geometric mean of the median speedups at single-request and batched shapes (noisy or not)."""
+        ratios = [s.value for s in self.speedups(baseline).values()]
         return math.prod(ratios) ** (1 / len(ratios)) if ratios else 0.0
 
     def to_dict(self, baseline: dict[str, Latency]) -> dict:
+        """report.json's entry; speedup_vs_pytorch is null when any of its ratios is noisy."""
+        ratios = self.speedups(baseline)
+        noisy = any(s.noisy for s in ratios.values())
         return {
             "name": self.name,
             "precision": self.precision.value,
@@ -77,8 +93,10 @@ class Candidate:
             "error": self.error,
             "calibration_nonfinite_tensors": list(self.nonfinite_tensors),
             "int8_scheme": self.scheme.to_dict() if self.scheme else None,
+            "graph_gate": self.graph_gate.to_dict() if self.graph_gate else None,
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
-            "speedup_vs_pytorch": round(self.speedup(baseline), 3) if self.latency else None,
+            "speedup_vs_pytorch": round(self.speedup(baseline), 3) if ratios and not noisy else None,
+            "speedups": {k: s.to_dict() for k, s in ratios.items()},
         }
 
 
@@ -93,7 +111,9 @@ class VariantSearch:
         workdir: Path,
         calib: Sequence[inference.Batch],
         isa: Isa,
+        engines: bool = True,
     ):
+        """`engines=False` judges TensorRT variants on their graphs only (a machine without a GPU)."""
         self.config, self.evaluator, self.fused, self.workdir, self.calib = (
             config,
             evaluator,
@@ -102,15 +122,20 @@ class VariantSearch:
             calib,
         )
         self.schemes = quantize.schemes_for(isa, config.backend is Backend.TENSORRT)
+        self.engines = engines
         self.tried: list[Candidate] = []
 
     def judge(self, candidate: Candidate) -> Candidate:
         if candidate.error is None:
             try:
-                run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
-                candidate.gate = self.evaluator.check(run)
-                if candidate.passed:
-                    candidate.latency = self.evaluator.time_runner(run)
+                candidate.graph_gate = self.evaluator.check_graph(candidate.path)
+                if candidate.graph_gate is not None and not (candidate.graph_gate.passed and self.engines):
+                    candidate.gate = candidate.graph_gate  # no engine: the graph failed, or no GPU here
+                else:
+                    run, candidate.engine = self.evaluator.runner(candidate.path, candidate.precision)
+                    candidate.gate = self.evaluator.check(run)
+                    if candidate.passed:
+                        candidate.runner = run
             except KubeformerError:
                 raise
             except Exception as exc:  # an engine that cannot be built or run rejects this candidate only
@@ -135,8 +160,9 @@ class VariantSearch:
         import onnx
         from onnxruntime.transformers.onnx_model import OnnxModel
 
-        if self.config.backend is Backend.TENSORRT:  # TensorRT lowers fp32 ONNX itself (FP16 flag)
-            return self.judge(Candidate("fp16", Precision.FP16, self.fused))
+        if self.config.backend is Backend.TENSORRT:  # strongly typed: fp16 comes from the graph
+            target = convert_mixed_fp16(self.fused, self.workdir / "fp16")
+            return self.judge(Candidate("fp16", Precision.FP16, target))
         if not inference.has_cuda():
             raise BackendUnavailableError(
                 "optimization.precision: fp16 runs fast only on a GPU and this build machine has no CUDA; "
@@ -236,8 +262,10 @@ class VariantSearch:
             self.fp16()
         elif precision is Precision.INT8:
             self.int8()
-        else:  # auto: fp32 is the floor, int8 competes; fp16 only pays off on GPUs
+        else:  # auto: fp32 is the floor, int8 competes; fp16 too on TensorRT, often the fastest there
             self.fp32()
+            if self.config.backend is Backend.TENSORRT:
+                self.fp16()
             self.int8()
         return self.tried
 
@@ -256,6 +284,16 @@ def _exclusion_steps(total: int) -> list[int]:
         steps.append(count)
         count *= 2
     return steps
+
+
+def time_candidates(evaluator: Evaluator, candidates: list[Candidate]) -> dict[str, Latency]:
+    """Time PyTorch and every passing candidate interleaved; sets each one's latency and
+    returns PyTorch's (the baseline every speedup is measured against)."""
+    timed = [c for c in candidates if c.passed and c.runner is not None]
+    found = evaluator.time_against_reference({str(i): c.runner for i, c in enumerate(timed)})
+    for i, candidate in enumerate(timed):
+        candidate.latency = found[str(i)]
+    return found[BASELINE]
 
 
 def choose(candidates: list[Candidate], baseline: dict[str, Latency], precision: Precision) -> Candidate:

@@ -33,6 +33,7 @@ def find_engine(uri: str, endpoint: str | None, credentials: Credentials | None)
         variant=manifest.variant,
         size_bytes=manifest.size_bytes,
         gpu_arch=manifest.versions.get("gpu_arch"),
+        gpu_product=manifest.versions.get("gpu_product"),
         tensorrt_version=manifest.versions.get("tensorrt"),
         cpu_isa=(manifest.cpu or {}).get("isa"),
         benchmark=benchmark if isinstance(benchmark, dict) else {},

@@ -6,11 +6,13 @@ so a misconfigured Deployment stops at start with a readable message instead of 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubeformer_builder import __version__
+from kubeformer_builder.versions import SERVING
 
 PREFIX = "KUBEFORMER_"
 
@@ -24,8 +26,11 @@ class Settings:
     builder_image: str = f"ghcr.io/kubeformer/builder:{__version__}"
     # The Triton image: NVIDIA's, plus the tokenizer's Python dependencies (builder_image/Dockerfile.triton).
     triton_image: str = f"ghcr.io/kubeformer/triton:{__version__}"
-    # The init container that fetches and verifies artifacts runs `kubeformer fetch` from this image.
-    fetch_image: str = f"ghcr.io/kubeformer/builder:{__version__}"
+    # The TensorRT inside `triton_image` (versions.SERVING); engines of another TensorRT are not rolled.
+    triton_tensorrt: str = SERVING.tensorrt
+    # The init container that fetches and verifies artifacts runs `kubeformer fetch` from this slim
+    # image (builder_image/Dockerfile.fetch: the `fetch` extra only).
+    fetch_image: str = f"ghcr.io/kubeformer/fetch:{__version__}"
     image_pull_policy: str = "IfNotPresent"
     metrics_port: int = 8080
     field_manager: str = "kubeformer-operator"
@@ -33,6 +38,9 @@ class Settings:
     use_keda: bool | None = None  # None: detect the CRD at startup
     prometheus_url: str | None = None  # what KEDA queries for Triton's queue time
     use_service_monitor: bool | None = None  # None: detect the Prometheus Operator's CRD
+    # Labels on each per-model ServiceMonitor: what the Prometheus selects monitors by (a default
+    # kube-prometheus-stack selects release=<its release name>).
+    monitor_labels: dict[str, str] = field(default_factory=dict)
     peering: str | None = None  # kopf peering name; None: standalone
     peering_priority: int = 0  # among peers, the highest priority acts
     requeue_seconds: float = 30.0  # safety-net timer for objects whose children went quiet
@@ -74,20 +82,34 @@ def _switch(env: Mapping[str, str], name: str) -> bool | None:
     return choices[raw]
 
 
+def _labels(env: Mapping[str, str], name: str) -> dict[str, str]:
+    raw = env.get(PREFIX + name, "").strip() or "{}"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise SettingsError(
+            f'{PREFIX}{name}: expected a JSON object of strings like {{"release": "x"}}, got {raw!r}'
+        )
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     defaults = Settings()
-    builder = _text(env, "BUILDER_IMAGE", defaults.builder_image)
     return Settings(
-        builder_image=builder,
+        builder_image=_text(env, "BUILDER_IMAGE", defaults.builder_image),
         triton_image=_text(env, "TRITON_IMAGE", defaults.triton_image),
-        fetch_image=_text(env, "FETCH_IMAGE", builder),
+        triton_tensorrt=_text(env, "TRITON_TENSORRT_VERSION", defaults.triton_tensorrt),
+        fetch_image=_text(env, "FETCH_IMAGE", defaults.fetch_image),
         image_pull_policy=_text(env, "IMAGE_PULL_POLICY", defaults.image_pull_policy),
         metrics_port=int(_number(env, "METRICS_PORT", defaults.metrics_port, int)),
         field_manager=_text(env, "FIELD_MANAGER", defaults.field_manager),
         use_keda=_switch(env, "KEDA"),
         prometheus_url=env.get(PREFIX + "PROMETHEUS_URL") or None,
         use_service_monitor=_switch(env, "SERVICE_MONITOR"),
+        monitor_labels=_labels(env, "MONITOR_LABELS"),
         peering=env.get(PREFIX + "PEERING") or None,
         peering_priority=_integer(env, "PEERING_PRIORITY", defaults.peering_priority),
         requeue_seconds=_number(env, "REQUEUE_SECONDS", defaults.requeue_seconds, float),

@@ -62,7 +62,11 @@ def reconcile_object(ctx: Context, locks: ObjectLocks, namespace: str, name: str
 
 
 def announce(body: Obj, previous: Obj, new: Obj) -> None:
-    """A Kubernetes Event when the phase changes, with the condition's own message."""
+    """A Kubernetes Event when the phase changes, with the condition's own message; a Warning when the
+    serving pods get stuck for a new reason (CrashLoopBackOff, ImagePullBackOff, Unschedulable, ...)."""
+    stuck, stuck_before = status.serving_failure(new), status.serving_failure(previous)
+    if stuck and (stuck_before or {}).get("reason") != stuck["reason"]:
+        kopf.event(body, type="Warning", reason=stuck["reason"], message=stuck["message"][:1024])
     phase = new.get("phase")
     if phase == previous.get("phase") and new.get("cacheKey") == previous.get("cacheKey"):
         return
@@ -88,13 +92,17 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ObjectLocks:
     for trigger in (kopf.on.create, kopf.on.update, kopf.on.resume):
         trigger(*RESOURCE, registry=registry, id="reconcile", retries=20)(on_change_transformer)
 
+    def on_timer(namespace: str, name: str, **_: Any) -> None:
+        """Returns nothing: kopf would write a handler's return value into the status on every tick."""
+        reconcile_object(ctx, locks, namespace, name)
+
     kopf.timer(
         *RESOURCE,
         registry=registry,
         id="safety-net",
         interval=ctx.settings.requeue_seconds,
         idle=ctx.settings.requeue_seconds,
-    )(lambda namespace, name, **_: reconcile_object(ctx, locks, namespace, name))
+    )(on_timer)
 
     def on_event_child(namespace: str, labels: dict, type: str | None, **_: Any) -> None:
         owner = labels.get(names.TRANSFORMER)
@@ -106,6 +114,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ObjectLocks:
 
     for group, version, plural in (("batch", "v1", "jobs"), ("apps", "v1", "deployments")):
         kopf.on.event(group, version, plural, registry=registry, labels=names.OWNED)(on_event_child)
+    # Serving pods: a crash loop or a failed image pull shows on the pod, not on its Deployment.
+    serving_pods = {**names.OWNED, names.COMPONENT: "triton"}
+    kopf.on.event("", "v1", "pods", registry=registry, labels=serving_pods)(on_event_child)
 
     def on_delete_transformer(spec: Any, namespace: str, name: str, **_: Any) -> None:
         """Only registered as needing a finalizer while deleteOnRemoval is true (see `when`)."""

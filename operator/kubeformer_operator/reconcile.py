@@ -18,7 +18,7 @@ import kubernetes
 
 from kubeformer_builder.errors import KubeformerError
 from kubeformer_builder.storage import Credentials
-from kubeformer_operator import artifacts, metrics, names, render, status
+from kubeformer_operator import artifacts, drift, metrics, names, render, status
 from kubeformer_operator.config import Settings
 from kubeformer_operator.keys import engine_key
 from kubeformer_operator.kube import Kube
@@ -62,10 +62,19 @@ def reconcile(body: Obj, ctx: Context) -> tuple[Obj, Observation]:
     key = engine_key(spec, ctx.settings)
     target = render.Target(name, namespace, key, names.artifact_uri(spec.storage.uri, namespace, name, key))
     seen = observe_engine(spec, target, body, ctx, Observation(generation, key))
-    if seen.engine is not None:
-        deployment, autoscaler = ensure_serving(spec, target, body, ctx)
+    engine = seen.engine
+    refused = engine and status.tensorrt_mismatch(engine, spec.serving.image, ctx.settings.triton_tensorrt)
+    if refused:
+        seen = replace(seen, serving_error=refused)
+    elif engine is not None:
+        gpu = render.EngineGpu.parse(engine.gpu_arch, engine.gpu_product)
+        deployment, problem, autoscaler = ensure_serving(spec, target, body, ctx, gpu)
         seen = replace(
-            seen, deployment=deployment, autoscaler=autoscaler, endpoint=status.endpoint(name, namespace)
+            seen,
+            deployment=deployment,
+            serving_problem=problem,
+            autoscaler=autoscaler,
+            endpoint=status.endpoint(name, namespace),
         )
     return status.compute_status(seen, previous, now()), seen
 
@@ -103,6 +112,7 @@ def engine_from_status(previous: Obj) -> Engine:
         variant=recorded.get("variant", ""),
         size_bytes=recorded.get("sizeBytes", 0),
         gpu_arch=recorded.get("gpuArch"),
+        gpu_product=recorded.get("gpuProduct"),
         tensorrt_version=recorded.get("tensorrtVersion"),
         cpu_isa=recorded.get("cpuIsa"),
         benchmark=dict(previous.get("benchmark") or {}),
@@ -157,31 +167,53 @@ def autoscaler(spec: TransformerSpec, target: render.Target, ctx: Context) -> Ob
         return None
     if ctx.keda and scaling.target_queue_us and ctx.settings.prometheus_url:
         return render.render_scaled_object(
-            scaling, scaling.target_queue_us, target, ctx.settings.prometheus_url
+            scaling, scaling.target_queue_us, target, ctx.settings.prometheus_url, spec.engine.name
         )
     return render.render_hpa(scaling, target)
 
 
 def ensure_serving(
-    spec: TransformerSpec, target: render.Target, body: Obj, ctx: Context
-) -> tuple[status.DeploymentState, str]:
+    spec: TransformerSpec,
+    target: render.Target,
+    body: Obj,
+    ctx: Context,
+    gpu: render.EngineGpu | None = None,
+) -> tuple[status.DeploymentState, status.ServingProblem | None, str]:
     """Apply Deployment, Service, autoscaler and ServiceMonitor, all owned by the custom resource.
 
-    Returns the Deployment's state and the autoscaler kind now in place ("none" when there is none);
-    the status remembers it so that a previous autoscaler of another kind is deleted exactly once.
+    Returns the Deployment's state, why its pods are stuck (read from them only while it is not rolled
+    out) and the autoscaler kind now in place ("none" when there is none); the status remembers the
+    kind so that a previous autoscaler of another kind is deleted exactly once.
     """
     scaler = autoscaler(spec, target, ctx)
-    children = [render.render_service(target), *([scaler] if scaler else [])]
+    children = [render.render_service(target, spec.serving.api), *([scaler] if scaler else [])]
     if ctx.service_monitor:
-        children.append(render.render_service_monitor(target))
-    deployment = ctx.kube.apply(render.owned_by(render.render_deployment(spec, target, ctx.settings), body))
+        children.append(render.render_service_monitor(target, ctx.settings.monitor_labels, spec.serving.api))
+    deployment = apply_changed(
+        ctx, render.owned_by(render.render_deployment(spec, target, ctx.settings, gpu), body)
+    )
     for child in children:
-        ctx.kube.apply(render.owned_by(child, body))
+        apply_changed(ctx, render.owned_by(child, body))
     kind = scaler["kind"] if scaler else NO_AUTOSCALER
     before = (body.get("status") or {}).get("autoscaler")
     if before and before not in (kind, NO_AUTOSCALER):
         ctx.kube.delete(before, target.namespace, target.name)
-    return status.deployment_state(deployment), kind
+    state = status.deployment_state(deployment)
+    problem = None
+    if not state.rolled_out:
+        pods = ctx.kube.list("Pod", target.namespace, names.selector(target.name))
+        problem = status.serving_problem(deployment, pods)
+    return state, problem, kind
+
+
+def apply_changed(ctx: Context, child: Obj) -> Obj:
+    """The live child, applied first only when it differs from `child` in what the operator owns
+    (drift.py): a quiet object costs reads, not writes."""
+    meta = child["metadata"]
+    live = ctx.kube.get(child["kind"], meta["namespace"], meta["name"])
+    if drift.needs_apply(child, live, ctx.settings.field_manager):
+        return ctx.kube.apply(child)
+    return live
 
 
 def record(body: Obj, previous: Obj, new: Obj, seen_job: JobState | None) -> None:

@@ -50,6 +50,21 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class PodOverlay:
+    """What a cluster requires of the pods (serving.pod, build.pod), as Kubernetes dicts: added to the
+    rendered pod template, never replacing what the operator itself sets."""
+
+    service_account: str | None = None
+    image_pull_secrets: tuple[dict[str, str], ...] = ()
+    priority_class: str | None = None
+    runtime_class: str | None = None
+    affinity: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    env: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Serving:
     replicas: int = 1
     image: str | None = None
@@ -58,6 +73,8 @@ class Serving:
     max_queue_delay_us: int = 1000
     preferred_batch_sizes: tuple[int, ...] = ()
     placement: Placement = field(default_factory=Placement)
+    pod: PodOverlay = field(default_factory=PodOverlay)
+    api: bool = True  # the client API front (serving.api.enabled) beside Triton
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class BuildSettings:
     backoff_limit: int = 1
     active_deadline_seconds: int = 7200
     placement: Placement = field(default_factory=Placement)
+    pod: PodOverlay = field(default_factory=PodOverlay)
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,19 @@ def _placement(raw: Raw) -> Placement:
         resources=dict(raw.get("resources") or {}),
         node_selector=dict(raw.get("nodeSelector") or {}),
         tolerations=tuple(dict(t) for t in raw.get("tolerations") or ()),
+    )
+
+
+def _pod_overlay(raw: Raw) -> PodOverlay:
+    return PodOverlay(
+        service_account=raw.get("serviceAccountName"),
+        image_pull_secrets=tuple(dict(s) for s in raw.get("imagePullSecrets") or ()),
+        priority_class=raw.get("priorityClassName"),
+        runtime_class=raw.get("runtimeClassName"),
+        affinity=dict(raw.get("affinity") or {}),
+        labels=dict(raw.get("labels") or {}),
+        annotations=dict(raw.get("annotations") or {}),
+        env=tuple(dict(e) for e in raw.get("env") or ()),
     )
 
 
@@ -137,6 +168,8 @@ def _parse_serving(raw: Raw) -> Serving:
         max_queue_delay_us=batching.get("maxQueueDelayMicroseconds", 1000),
         preferred_batch_sizes=tuple(batching.get("preferredBatchSizes") or ()),
         placement=_placement(raw),
+        pod=_pod_overlay(raw.get("pod") or {}),
+        api=bool((raw.get("api") or {}).get("enabled", True)),
     )
 
 
@@ -146,4 +179,5 @@ def _parse_build(raw: Raw) -> BuildSettings:
         backoff_limit=raw.get("backoffLimit", 1),
         active_deadline_seconds=raw.get("activeDeadlineSeconds", 7200),
         placement=_placement(raw),
+        pod=_pod_overlay(raw.get("pod") or {}),
     )

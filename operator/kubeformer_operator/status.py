@@ -29,6 +29,25 @@ WAITING_FOR_ARTIFACT = "WaitingForArtifact"
 SERVING_APPLIED = "ServingApplied"
 ROLLING_OUT = "RollingOut"
 AVAILABLE = "Available"
+# Ready=False reasons that say serving is stuck, not just on its way (besides the pods' own waiting
+# reasons below): the Deployment gave up progressing, a container keeps failing.
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+UNSCHEDULABLE = "Unschedulable"
+CONTAINER_FAILED = "ContainerFailed"
+# A container's waiting reasons that no waiting fixes: the kubelet keeps retrying, the pod never gets ready.
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+TERMINATION_MESSAGE_CHARS = 1000  # the end of a termination message: Triton's last log lines
+TENSORRT_MISMATCH = "TensorRTMismatch"
 
 
 class Phase(str, Enum):
@@ -69,6 +88,14 @@ class DeploymentState:
 
 
 @dataclass(frozen=True)
+class ServingProblem:
+    """Why the serving pods do not become ready: a condition reason and a message for people."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Engine:
     """The artifact a Ready object serves, as its manifest and report describe it."""
 
@@ -78,6 +105,7 @@ class Engine:
     variant: str
     size_bytes: int
     gpu_arch: str | None = None
+    gpu_product: str | None = None
     tensorrt_version: str | None = None
     cpu_isa: str | None = None  # the build CPU's integer dot-product ISA (onnxruntime builds)
     benchmark: Obj = field(default_factory=dict)
@@ -90,9 +118,11 @@ class Observation:
     key: str | None = None
     spec_error: str | None = None
     storage_error: str | None = None
+    serving_error: str | None = None  # why the engine must not be rolled (TensorRT mismatch)
     engine: Engine | None = None
     job: JobState | None = None
     deployment: DeploymentState | None = None
+    serving_problem: ServingProblem | None = None  # only looked for while not rolled out
     autoscaler: str | None = None  # the autoscaler kind applied, "none" when none
     endpoint: Obj | None = None
 
@@ -139,6 +169,12 @@ def _build_condition(seen: Observation) -> tuple[Obj, Phase | None]:
 
 def _serving_conditions(seen: Observation) -> tuple[Obj, Obj, Phase]:
     g = seen.generation
+    if seen.serving_error:
+        return (
+            _condition(DEPLOYED, False, TENSORRT_MISMATCH, seen.serving_error, g),
+            _condition(READY, False, TENSORRT_MISMATCH, seen.serving_error, g),
+            Phase.FAILED,
+        )
     if seen.engine is None or seen.deployment is None:
         waiting = "serving starts once the engine is built"
         return (
@@ -152,7 +188,23 @@ def _serving_conditions(seen: Observation) -> tuple[Obj, Obj, Phase]:
         message = f"{state.ready}/{state.desired} replicas ready"
         return deployed, _condition(READY, True, AVAILABLE, message, g), Phase.READY
     message = f"{state.ready}/{state.desired} replicas ready, {state.updated} updated"
+    if seen.serving_problem is not None:
+        problem = seen.serving_problem
+        ready = _condition(READY, False, problem.reason, f"{message}: {problem.message}", g)
+        return deployed, ready, Phase.DEPLOYING
     return deployed, _condition(READY, False, ROLLING_OUT, message, g), Phase.DEPLOYING
+
+
+def serving_failure(new: Mapping[str, Any]) -> Obj | None:
+    """The Ready condition when it says serving is stuck (a pod's or the Deployment's cause), else None."""
+    for condition in new.get("conditions") or ():
+        if condition["type"] == READY and condition["reason"] not in (
+            WAITING_FOR_ARTIFACT,
+            ROLLING_OUT,
+            AVAILABLE,
+        ):
+            return condition
+    return None
 
 
 def _engine_status(engine: Engine) -> Obj:
@@ -165,6 +217,8 @@ def _engine_status(engine: Engine) -> Obj:
     }
     if engine.gpu_arch:
         rendered["gpuArch"] = engine.gpu_arch
+    if engine.gpu_product:
+        rendered["gpuProduct"] = engine.gpu_product
     if engine.tensorrt_version:
         rendered["tensorrtVersion"] = engine.tensorrt_version
     if engine.cpu_isa:
@@ -183,7 +237,7 @@ OPTIONAL_FIELDS = (
     "readyReplicas",
     "autoscaler",
 )
-BENCHMARK_FIELDS = ("p50Ms", "p95Ms", "throughput", "speedupVsPytorch", "accuracyDrop")
+BENCHMARK_FIELDS = ("p50Ms", "p95Ms", "throughput", "speedupVsPytorch", "accuracyDrop", "noisy")
 
 
 def compute_status(seen: Observation, previous: Mapping[str, Any], now: str) -> Obj:
@@ -221,6 +275,24 @@ def compute_status(seen: Observation, previous: Mapping[str, Any], now: str) -> 
     return status
 
 
+def tensorrt_mismatch(engine: Engine, custom_image: str | None, serving_tensorrt: str) -> str | None:
+    """Why the serving image cannot load a TensorRT engine, or None.
+
+    A plan loads only in the TensorRT that built it. The operator knows the TensorRT of its own
+    Triton image (settings, from versions.SERVING); a custom `serving.image` is the user's to match.
+    """
+    if engine.backend != "tensorrt" or custom_image or not engine.tensorrt_version:
+        return None
+    if engine.tensorrt_version == serving_tensorrt:
+        return None
+    return (
+        f"the engine was built with TensorRT {engine.tensorrt_version} but the Triton image serves "
+        f"TensorRT {serving_tensorrt}, which cannot load it; the Deployment is left as it was. Build "
+        f"with a builder image of TensorRT {serving_tensorrt} (spec.build.image), or set spec.serving.image "
+        f"to a Triton with TensorRT {engine.tensorrt_version}"
+    )
+
+
 def waiting_for_storage(new: Mapping[str, Any]) -> bool:
     """Whether the status says storage could not be read (the caller retries with a growing delay)."""
     return any(
@@ -237,8 +309,16 @@ def status_changed(previous: Mapping[str, Any], new: Obj) -> bool:
 
 
 def status_patch(previous: Mapping[str, Any], new: Obj) -> Obj:
-    """A merge patch from `previous` to `new`: fields that no longer apply are removed (null)."""
-    return {**new, **{key: None for key in OPTIONAL_FIELDS if key in previous and key not in new}}
+    """A merge patch from `previous` to `new`: fields that no longer apply are removed (null),
+    inside objects too (a merge patch merges objects, so e.g. a withheld noisy
+    benchmark.speedupVsPytorch must be nulled or the old value stays)."""
+    patch: Obj = {}
+    for key, value in new.items():
+        before = previous.get(key)
+        if isinstance(value, dict) and isinstance(before, Mapping):
+            value = {**{k: None for k in before if k not in value}, **value}
+        patch[key] = value
+    return {**patch, **{key: None for key in OPTIONAL_FIELDS if key in previous and key not in new}}
 
 
 def job_state(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> JobState:
@@ -310,6 +390,55 @@ def deployment_state(deployment: Mapping[str, Any]) -> DeploymentState:
         available=available,
         current=status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0),
     )
+
+
+def serving_problem(deployment: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> ServingProblem | None:
+    """The first serving pod that says why it is not ready (by name, so the answer is stable), else the
+    Deployment's ProgressDeadlineExceeded, else None (still on its way).
+
+    A pod says why when it cannot be scheduled (PodScheduled=False, Unschedulable), when one of its
+    containers waits for a reason no waiting fixes (CrashLoopBackOff, ImagePullBackOff, ...), or when
+    one has exited non-zero; the message carries the end of the last termination message, which for
+    Triton (terminationMessagePolicy FallbackToLogsOnError) is its last log lines.
+    """
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        found = _pod_problem(pod)
+        if found is not None:
+            return found
+    for condition in (deployment.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "Progressing" and condition.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+            return ServingProblem(PROGRESS_DEADLINE_EXCEEDED, condition.get("message", ""))
+    return None
+
+
+def _pod_problem(pod: Mapping[str, Any]) -> ServingProblem | None:
+    name, status = pod["metadata"]["name"], pod.get("status") or {}
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == UNSCHEDULABLE:
+            return ServingProblem(UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}".strip())
+    for container in [*status.get("initContainerStatuses", ()), *status.get("containerStatuses", ())]:
+        state = container.get("state") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+        where = f"pod {name}, container {container.get('name')}"
+        if waiting.get("reason") in STUCK_WAITING_REASONS:
+            last = ((container.get("lastState") or {}).get("terminated")) or {}
+            detail = _exited(last) or waiting.get("message", "")
+            return ServingProblem(waiting["reason"], f"{where}: {waiting['reason']}: {detail}".strip())
+        if terminated.get("exitCode", 0) != 0:
+            reason = "OOMKilled" if terminated.get("reason") == "OOMKilled" else CONTAINER_FAILED
+            return ServingProblem(reason, f"{where}: {_exited(terminated)}")
+    return None
+
+
+def _exited(terminated: Mapping[str, Any]) -> str:
+    """ "exit code 1 (Error): <the end of the termination message>", or "" when it never ran."""
+    if not terminated:
+        return ""
+    text = f"exit code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
+    message = (terminated.get("message") or "").strip()
+    return f"{text}: {message[-TERMINATION_MESSAGE_CHARS:]}" if message else text
 
 
 def endpoint(name: str, namespace: str) -> Obj:

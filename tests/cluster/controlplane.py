@@ -26,7 +26,7 @@ import yaml
 from tests.cluster import kwok, pki
 from tests.cluster.build import Binaries
 from tests.cluster.kubeconfig import write_kubeconfig
-from tests.cluster.processes import Component, free_port, start, stop_all, wait_until
+from tests.cluster.processes import Component, ComponentError, free_port, start, stop_all, wait_until
 
 # Stop order: the clients before the API server, the API server before its storage.
 COMPONENTS = ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
@@ -257,9 +257,40 @@ class ControlPlane:
 
     def _install_kwok_stages(self) -> None:
         assets = self.binaries.kwok_assets
-        self.apply(kwok.stage_crd(assets))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/stages.kwok.x-k8s.io")
+        crd = kwok.stage_crd(assets)
+        self.apply(crd)
+        self.wait_established(crd)
         self.apply(*kwok.default_stages(assets))
+
+    def wait_established(self, crd: dict[str, Any], timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Wait until the CRD serves its resource, polling its conditions while watching every component.
+
+        Seen once in five `make cluster` runs right after `make cluster-down` on two busy shared cores:
+        a fixed 60 s `kubectl wait` ran out. This waits as long as the other start-up steps, applies the
+        CRD again if it is not there (an apply that raced the API server's CRD controllers), fails at
+        once when its names are refused, and a timeout reports the conditions seen and the logs.
+        """
+        name, seen = crd["metadata"]["name"], {"conditions": "none yet"}
+
+        def established() -> bool:
+            got = self.kubectl("get", "crd", name, "-o", "json", check=False)
+            if got.returncode != 0:
+                self.apply(crd)
+                seen["conditions"] = got.stderr.strip()
+                return False
+            conditions = {
+                c["type"]: c for c in yaml.safe_load(got.stdout).get("status", {}).get("conditions", [])
+            }
+            seen["conditions"] = str(list(conditions.values()))
+            names = conditions.get("NamesAccepted", {})
+            if names.get("status") == "False":
+                raise ComponentError(f"CRD {name}: names refused: {names.get('message')}")
+            return conditions.get("Established", {}).get("status") == "True"
+
+        try:
+            wait_until(established, f"CRD {name} Established", self._components, timeout, interval=0.5)
+        except ComponentError as error:
+            raise ComponentError(f"{error}\nlast conditions of {name}: {seen['conditions']}") from None
 
     def _launch(self, name: str, argv: list[str]) -> Component:
         component = start(name, argv, self.state_dir, self.detached)

@@ -113,15 +113,21 @@ def pod_held_stage(name: str, labels: dict[str, str], unless_label: str) -> dict
     return stage
 
 
-def pod_never_ready_stage(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    """Pending pods with `labels` start but never become ready, like a server that cannot load its model."""
-    status = """
+# A started pod that is not ready: the head of a status template, `$now` defined.
+_STARTED_NOT_READY = """
 {{ $now := Now }}
 conditions:
 - {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
 - {type: ContainersReady, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
 - {type: Ready, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
-containerStatuses:
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+
+
+def pod_never_ready_stage(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Pending pods with `labels` start but never become ready, like a server that cannot load its model."""
+    containers = """containerStatuses:
 {{ range .spec.containers }}
 - image: {{ .image | Quote }}
   name: {{ .name | Quote }}
@@ -132,10 +138,32 @@ containerStatuses:
     running:
       startedAt: {{ $now | Quote }}
 {{ end }}
-phase: Running
-startTime: {{ $now | Quote }}
 """
-    return _pod_stage(name, labels, phase="Pending", status_template=status)
+    return _pod_stage(name, labels, phase="Pending", status_template=_STARTED_NOT_READY + containers)
+
+
+def pod_crash_loop_stage(name: str, labels: dict[str, str], message: str) -> dict[str, Any]:
+    """Pending pods with `labels` crash-loop: every container waits in CrashLoopBackOff after exiting 1
+    with `message` (what FallbackToLogsOnError makes of a crashing server's last log lines)."""
+    containers = """containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  restartCount: 3
+  started: false
+  state:
+    waiting: {reason: CrashLoopBackOff, message: back-off 40s restarting failed container}
+  lastState:
+    terminated:
+      exitCode: 1
+      reason: Error
+      message: MESSAGE
+      startedAt: {{ $now | Quote }}
+      finishedAt: {{ $now | Quote }}
+{{ end }}
+""".replace("MESSAGE", json.dumps(message))
+    return _pod_stage(name, labels, phase="Pending", status_template=_STARTED_NOT_READY + containers)
 
 
 def _pod_stage(name: str, labels: dict[str, str], phase: str, status_template: str) -> dict[str, Any]:

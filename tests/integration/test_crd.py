@@ -168,6 +168,18 @@ BAD_SPECS = {
         with_changes(serving__nodeSelector={"gpu": 1}),
         "spec.serving.nodeSelector.gpu",
     ),
+    "pod service account not a name": (
+        with_changes(serving__pod={"serviceAccountName": "Inference SA"}),
+        "spec.serving.pod.serviceAccountName",
+    ),
+    "pod env without a name": (
+        with_changes(build__pod={"env": [{"value": "http://proxy:3128"}]}),
+        "spec.build.pod.env[0].name: Required value",
+    ),
+    "pod label value too long": (
+        with_changes(serving__pod={"labels": {"team": "x" * 64}}),
+        "spec.serving.pod.labels.team",
+    ),
 }
 
 

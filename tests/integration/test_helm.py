@@ -12,6 +12,7 @@ watches every namespace and must not run alongside; no test here requests it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -149,6 +150,7 @@ def test_cluster_wide_by_default(helm_cli):
     assert "KUBEFORMER_PEERING" not in env
     assert env["KUBEFORMER_BUILDER_IMAGE"] == "ghcr.io/kubeformer/builder:0.1.0"
     assert env["KUBEFORMER_TRITON_IMAGE"] == "ghcr.io/kubeformer/triton:0.1.0"
+    assert env["KUBEFORMER_FETCH_IMAGE"] == "ghcr.io/kubeformer/fetch:0.1.0"
     assert env["KUBEFORMER_KEDA"] == "auto" and env["KUBEFORMER_METRICS_PORT"] == "8080"
     assert "KUBEFORMER_PROMETHEUS_URL" not in env
     # Every KUBEFORMER_* value the chart renders is one the operator accepts.
@@ -157,6 +159,12 @@ def test_cluster_wide_by_default(helm_cli):
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "kf-kubeformer", "namespace": "kubeformer-system"}
     ]
+
+
+def test_monitoring_labels_reach_the_operators_per_model_service_monitors(helm_cli):
+    env = env_of(operator_container(helm_cli.template("--set", "monitoring.labels.release=kps")))
+    assert json.loads(env["KUBEFORMER_MONITOR_LABELS"]) == {"release": "kps"}
+    assert json.loads(env_of(operator_container(helm_cli.template()))["KUBEFORMER_MONITOR_LABELS"]) == {}
 
 
 def test_the_chart_pod_monitor_turns_per_model_service_monitors_off(helm_cli):
@@ -267,7 +275,7 @@ def test_operator_pod_is_locked_down(helm_cli):
 
 def test_image_tags_are_pinned():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for block in ("operator", "builder", "triton"):
+    for block in ("operator", "builder", "fetch", "triton"):
         tag = values[block]["image"]["tag"]
         assert isinstance(tag, str) and re.fullmatch(r"\d+\.\d+\.\d+", tag), (block, tag)
 
@@ -304,13 +312,12 @@ def test_bad_values_are_refused_naming_the_field(helm_cli, case):
 
 def test_monitoring_schema_accepts_exactly_the_values_blocks_keys():
     """values.schema.json's `monitoring` property: every key of values.yaml's block, and no other."""
-    import json
-
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["monitoring"]
     values = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]
     assert set(schema["properties"]) == set(values)
     for key, block in values.items():
-        assert set(schema["properties"][key]["properties"]) == set(block), key
+        if "properties" in schema["properties"][key]:  # a block of settings, not a map like `labels`
+            assert set(schema["properties"][key]["properties"]) == set(block), key
 
 
 def test_chart_crds_are_identical_to_the_repository_crds():

@@ -318,11 +318,15 @@ def test_chart_renders_the_monitoring_objects(tmp_path):
     templates = ("prometheusrule", "podmonitor", "servicemonitor", "dashboard-configmap")
     only = [arg for t in templates for arg in ("--show-only", f"templates/monitoring/{t}.yaml")]
     threshold = "monitoring.prometheusRule.p95LatencyThresholdMs=250"
+    selected = "monitoring.labels.release=kube-prometheus-stack"  # what its default Prometheus selects
+    values = ["--set", enable, "--set", threshold, "--set", selected]
     rendered = subprocess.run(
-        [str(HELM), "template", "rel", str(CHART), *only, "--set", enable, "--set", threshold],
+        [str(HELM), "template", "rel", str(CHART), *only, *values],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     objects = {o["kind"]: o for o in yaml.safe_load_all(rendered) if o}
+    for kind in ("PrometheusRule", "PodMonitor", "ServiceMonitor"):
+        assert objects[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind
     assert objects["PrometheusRule"]["spec"] == yaml.safe_load(
         rendered_rules({**rule_values(), "p95LatencyThresholdMs": 250})
     )

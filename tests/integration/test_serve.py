@@ -59,13 +59,6 @@ def infer_texts(client, model: str, texts: list[str]):
     return client.infer(model, [text_input(httpclient, values)])
 
 
-@pytest.fixture
-def http(triton):
-    client = httpclient.InferenceServerClient(f"{triton.endpoints.host}:{triton.endpoints.http_port}")
-    yield client
-    client.close()
-
-
 def test_classification_equals_direct_onnxruntime(triton, http):
     expected = direct(triton.engines["cls"], TEXTS)
     for text, want in zip(TEXTS, expected, strict=True):

@@ -27,9 +27,15 @@ def test_every_engine_input_changes_the_key():
         {"max_drop": 0.02},
         {"truncation": "refuse"},
         {"tokenizer": "hf://org/tok"},
+        {"calibration_source": "file:///pairs.jsonl", "calibration_pair_column": "hypothesis"},
     ]
     keys = {key_of(**variation) for variation in variations}
     assert base not in keys and len(keys) == len(variations)
+
+
+def test_single_text_keys_do_not_mention_a_pair_column():
+    inputs = build_inputs(parse_build_config(source="hf://org/model", task="text-classification"), "model")
+    assert "pairColumn" not in inputs["calibration"]  # keys of earlier single-text builds are unchanged
 
 
 def test_serving_settings_are_not_inputs():

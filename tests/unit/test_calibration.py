@@ -67,3 +67,52 @@ def test_too_few_texts_are_refused():
 def test_unreadable_source_directory(tmp_path):
     with pytest.raises(SourceError, match="holds no texts"):
         load_texts(Calibration("file:///empty", "text", 256, CalibrationMethod.PERCENTILE), tmp_path)
+
+
+PAIR_ROWS = [
+    {"premise": "A man plays.", "hypothesis": "Someone plays."},
+    {"premise": "  ", "hypothesis": "blank premise is skipped"},
+    {"premise": "It rains.", "hypothesis": "The sun shines."},
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("pairs.json", json.dumps(PAIR_ROWS)),
+        ("pairs.jsonl", "\n".join(json.dumps(row) for row in PAIR_ROWS)),
+        (
+            "pairs.csv",
+            "premise,hypothesis\n" + "\n".join(f"{r['premise']},{r['hypothesis']}" for r in PAIR_ROWS),
+        ),
+    ],
+)
+def test_pairs_are_read_from_two_columns(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    expected = [("A man plays.", "Someone plays."), ("It rains.", "The sun shines.")]
+    assert read_texts_file(path, "premise", "hypothesis") == expected
+
+
+def test_pairs_need_both_columns_and_a_tabular_file(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"premise": "only one side"}\n')
+    with pytest.raises(SourceError, match=r"calibration\.pairColumn: .* row 0 has no column 'hypothesis'"):
+        read_texts_file(rows, "premise", "hypothesis")
+    plain = tmp_path / "texts.txt"
+    plain.write_text("a line\n")
+    with pytest.raises(SourceError, match=r"calibration\.pairColumn: .* is plain text"):
+        read_texts_file(plain, "text", "hypothesis")
+    with pytest.raises(SourceError, match=r"calibration\.pairColumn: inline list row 0 is not an object"):
+        parse_inline(json.dumps(["a string"]), "hypothesis")
+
+
+def test_pair_samples_split_and_load_like_texts(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"text": f"premise {i}", "b": f"hypothesis {i}"}) for i in range(40))
+    )
+    pairs = load_texts(Calibration(f"file://{path}", "text", 16, CalibrationMethod.PERCENTILE, "b"), path)
+    split = split_texts(pairs, 16)
+    assert all(isinstance(p, tuple) and len(p) == 2 for p in split.calibration + split.held_out)
+    assert not set(split.calibration) & set(split.held_out)

@@ -59,3 +59,17 @@ def test_shapes_above_the_ceiling_are_refused():
 )
 def test_sequence_buckets_end_at_the_max(sequence, expected):
     assert Shapes(Range(1, 1, 1), Range(*sequence)).buckets() == expected
+
+
+def test_a_pair_column_needs_a_source_and_a_pair_task():
+    config = parse_build_config(
+        source="hf://org/nli",
+        task="text-classification",
+        calibration_source="file:///pairs.jsonl",
+        calibration_pair_column="hypothesis",
+    )
+    assert config.calibration.pair_column == "hypothesis"
+    with pytest.raises(ConfigError) as caught:
+        parse_build_config(source="hf://org/m", task="feature-extraction", calibration_pair_column="b")
+    assert "pairColumn: only text-classification takes pairs, not feature-extraction" in str(caught.value)
+    assert "pairColumn: needs optimization.calibration.source" in str(caught.value)

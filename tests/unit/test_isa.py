@@ -103,7 +103,7 @@ def test_unknown_cpus_try_both_families_and_tensorrt_only_symmetric_s8s8():
     baseline = schemes_for(Isa.BASELINE, tensorrt=False)
     assert {s.saturation_safe for s in baseline} == {True, False}
     (trt,) = schemes_for(Isa.AVX512_VNNI, tensorrt=True)
-    assert trt.static and (trt.activations, trt.weights) == ("s8", "s8")
+    assert trt.static and (trt.activations, trt.weights, trt.ops) == ("s8", "s8", ("MatMul",))
     names = [s.name for isa in Isa for s in schemes_for(isa, tensorrt=False)]
     assert all(name.startswith(("dynamic", "static")) for name in names)
 

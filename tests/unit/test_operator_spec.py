@@ -72,8 +72,14 @@ def test_the_onnxruntime_key_is_the_builders_own():
 
 def test_settings_fail_with_the_variable_name():
     assert load_settings({}).builder_image.startswith("ghcr.io/kubeformer/builder:")
-    assert load_settings({"KUBEFORMER_BUILDER_IMAGE": "b:1"}).fetch_image == "b:1"
+    assert load_settings({}).fetch_image.startswith("ghcr.io/kubeformer/fetch:")  # slim, not the builder
+    assert load_settings({"KUBEFORMER_FETCH_IMAGE": "f:1"}).fetch_image == "f:1"
     with pytest.raises(SettingsError, match="KUBEFORMER_METRICS_PORT: expected a int"):
         load_settings({"KUBEFORMER_METRICS_PORT": "eighty"})
+    assert load_settings({"KUBEFORMER_MONITOR_LABELS": '{"release": "kps"}'}).monitor_labels == {
+        "release": "kps"
+    }
+    with pytest.raises(SettingsError, match="KUBEFORMER_MONITOR_LABELS: expected a JSON object"):
+        load_settings({"KUBEFORMER_MONITOR_LABELS": "release=kps"})
     with pytest.raises(SettingsError, match="KUBEFORMER_KEDA: expected auto, true or false"):
         load_settings({"KUBEFORMER_KEDA": "maybe"})

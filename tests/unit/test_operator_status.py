@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from kubeformer_operator import status
 from kubeformer_operator.status import DeploymentState, Engine, JobPhase, JobState, Observation, Phase
@@ -66,6 +67,16 @@ def test_failed_build_and_storage_outage():
     assert new["phase"] == "Failed" and new["message"] == "GateFailed: int8 lost 3% agreement"
     down = status.compute_status(Observation(1, "k", storage_error="storage: cannot reach"), {}, T0)
     assert down["phase"] == "Pending" and conditions(down)["BuildSucceeded"]["status"] == "Unknown"
+
+
+def test_a_noisy_benchmark_shows_the_flag_and_clears_the_old_speedup():
+    measured = replace(ENGINE, benchmark={"p50Ms": 1.5, "speedupVsPytorch": 3.2, "noisy": False})
+    noisy = replace(ENGINE, benchmark={"p50Ms": 1.4, "noisy": True})
+    before = status.compute_status(Observation(1, "k", engine=measured, deployment=READY), {}, T0)
+    after = status.compute_status(Observation(2, "k2", engine=noisy, deployment=READY), before, T1)
+    assert after["benchmark"] == {"p50Ms": 1.4, "noisy": True}
+    patch = status.status_patch(before, after)
+    assert patch["benchmark"] == {"p50Ms": 1.4, "noisy": True, "speedupVsPytorch": None}
 
 
 def test_patch_clears_fields_that_no_longer_apply():
@@ -137,3 +148,127 @@ def test_waiting_for_storage():
     down = status.compute_status(Observation(1, "k", storage_error="storage: cannot reach"), {}, T0)
     assert status.waiting_for_storage(down)
     assert not status.waiting_for_storage(status.compute_status(Observation(1, "k", engine=ENGINE), {}, T0))
+
+
+# What the kubelet and the scheduler write into a stuck serving pod (API JSON, as the operator reads it).
+TRITON_LOG_TAIL = (
+    "E1129 model_lifecycle.cc:654] failed to load 'demo_model': model.onnx: file not found\n"
+    "error: creating server: Internal - failed to load all models"
+)
+STUCK_DEPLOYMENT = {"metadata": {"generation": 2}, "status": {"conditions": []}}
+
+
+def serving_pod(name: str = "demo-7d9c-abcde", **status_fields) -> dict:
+    return {"metadata": {"name": name}, "status": status_fields}
+
+
+def crash_looping(name: str = "triton", message: str = TRITON_LOG_TAIL) -> dict:
+    return {
+        "name": name,
+        "ready": False,
+        "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}},
+    }
+
+
+def test_crash_looping_triton_reports_its_last_log_lines():
+    pod = serving_pod(containerStatuses=[crash_looping()])
+    problem = status.serving_problem(STUCK_DEPLOYMENT, [pod])
+    assert problem.reason == "CrashLoopBackOff"
+    assert "container triton" in problem.message and "exit code 1 (Error)" in problem.message
+    assert problem.message.endswith("failed to load all models")
+    assert "back-off" not in problem.message  # changes with every restart: the status would churn
+
+
+def test_image_that_cannot_be_pulled():
+    waiting = {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "triton:nope"'}
+    pod = serving_pod(containerStatuses=[{"name": "triton", "state": {"waiting": waiting}}])
+    problem = status.serving_problem(STUCK_DEPLOYMENT, [pod])
+    assert problem == status.ServingProblem(
+        "ImagePullBackOff",
+        'pod demo-7d9c-abcde, container triton: ImagePullBackOff: Back-off pulling image "triton:nope"',
+    )
+
+
+def test_unschedulable_pod_says_what_the_scheduler_said():
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    scheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    problem = status.serving_problem(STUCK_DEPLOYMENT, [serving_pod(conditions=[scheduled])])
+    assert problem.reason == "Unschedulable" and problem.message.endswith(message)
+
+
+def test_failed_fetch_init_container():
+    terminated = {"exitCode": 7, "reason": "Error", "message": "ArtifactError: bad sha256 of model.onnx"}
+    pod = serving_pod(initContainerStatuses=[{"name": "fetch", "state": {"terminated": terminated}}])
+    problem = status.serving_problem(STUCK_DEPLOYMENT, [pod])
+    assert problem.reason == status.CONTAINER_FAILED
+    assert problem.message == (
+        "pod demo-7d9c-abcde, container fetch: exit code 7 (Error): ArtifactError: bad sha256 of model.onnx"
+    )
+
+
+def test_progress_deadline_when_no_pod_says_more():
+    progressing = {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": 'ReplicaSet "demo-7d9c" has timed out progressing.',
+    }
+    deployment = {"metadata": {"generation": 2}, "status": {"conditions": [progressing]}}
+    running = {"name": "triton", "ready": False, "state": {"running": {"startedAt": T0}}}
+    problem = status.serving_problem(deployment, [serving_pod(containerStatuses=[running])])
+    assert problem == status.ServingProblem("ProgressDeadlineExceeded", progressing["message"])
+
+
+def test_pods_on_their_way_are_no_problem():
+    waiting = {"name": "triton", "state": {"waiting": {"reason": "ContainerCreating"}}}
+    finished_init = {"name": "fetch", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    pod = serving_pod(initContainerStatuses=[finished_init], containerStatuses=[waiting])
+    assert status.serving_problem(STUCK_DEPLOYMENT, [pod]) is None
+    going = {**crash_looping(), "name": "triton"}
+    leaving = {**serving_pod(containerStatuses=[going]), "metadata": {"name": "old", "deletionTimestamp": T0}}
+    assert status.serving_problem(STUCK_DEPLOYMENT, [leaving]) is None
+
+
+def test_stuck_serving_is_in_the_ready_condition_and_a_failure():
+    rolling = DeploymentState(desired=1, ready=0, updated=1, available=False, current=True)
+    problem = status.ServingProblem("CrashLoopBackOff", "pod p, container triton: exit code 1 (Error): boom")
+    seen = Observation(2, "k", engine=ENGINE, deployment=rolling, serving_problem=problem)
+    new = status.compute_status(seen, {}, T0)
+    ready = conditions(new)["Ready"]
+    assert new["phase"] == "Deploying" and ready["reason"] == "CrashLoopBackOff"
+    assert (
+        new["message"] == "0/1 replicas ready, 1 updated: pod p, container triton: exit code 1 (Error): boom"
+    )
+    assert status.serving_failure(new) == ready
+    on_its_way = status.compute_status(Observation(2, "k", engine=ENGINE, deployment=rolling), {}, T0)
+    assert status.serving_failure(on_its_way) is None
+
+
+TENSORRT = replace(
+    ENGINE,
+    backend="tensorrt",
+    variant="int8-static",
+    gpu_arch="sm_90",
+    gpu_product="NVIDIA H200",
+    tensorrt_version="10.11.0.33",
+)
+
+
+def test_tensorrt_mismatch_names_both_versions_and_the_remedies():
+    assert status.tensorrt_mismatch(TENSORRT, None, "10.11.0.33") is None
+    assert status.tensorrt_mismatch(ENGINE, None, "10.13.3.9") is None  # ONNX Runtime engines load anywhere
+    assert status.tensorrt_mismatch(TENSORRT, "my/triton:x", "10.13.3.9") is None  # the user's image
+    message = status.tensorrt_mismatch(TENSORRT, None, "10.13.3.9")
+    assert "TensorRT 10.11.0.33" in message and "TensorRT 10.13.3.9" in message
+    assert "spec.build.image" in message and "spec.serving.image" in message
+
+
+def test_refused_engine_is_failed_not_deployed():
+    seen = Observation(1, "k", engine=TENSORRT, serving_error="TensorRT differs")
+    new = status.compute_status(seen, {}, T0)
+    assert new["phase"] == "Failed" and new["message"] == "TensorRT differs"
+    assert conditions(new)["Deployed"]["reason"] == status.TENSORRT_MISMATCH
+    assert conditions(new)["BuildSucceeded"]["status"] == "True"
+    assert new["engine"]["gpuProduct"] == "NVIDIA H200" and new["engine"]["tensorrtVersion"] == "10.11.0.33"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubeformer_builder.cli import serve as serve_cli
+from kubeformer_builder.serving.api.settings import ApiSettings, Listen
 from kubeformer_builder.serving.overrides import InstanceKind
 from kubeformer_builder.serving.tritonserver import (
     Endpoints,
@@ -81,3 +82,13 @@ def test_serve_flags_become_a_typed_config():
 def test_bad_batch_sizes_are_a_usage_error():
     with pytest.raises(SystemExit):
         parse(["art", "--preferred-batch-sizes", "4,x"])
+
+
+def test_serve_starts_the_api_front_on_8080_unless_turned_off():
+    config = serve_cli.serve_config(parse(["art"]), ("art",))
+    assert config.api == Listen("127.0.0.1", 8080)
+    assert config.api_settings == ApiSettings()
+    args = parse(["art", "--host", "0.0.0.0", "--api-port", "9090", "--api-max-inputs", "16"])
+    config = serve_cli.serve_config(args, ("art",))
+    assert config.api == Listen("0.0.0.0", 9090) and config.api_settings.max_inputs == 16
+    assert serve_cli.serve_config(parse(["art", "--no-api"]), ("art",)).api is None

@@ -6,7 +6,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from kubeformer_builder.config import Backend
+from kubeformer_builder.config import Backend, Task
 from kubeformer_builder.errors import BackendUnavailableError, ConfigError
 from kubeformer_builder.serving.overrides import InstanceKind, Overrides, apply_overrides
 from kubeformer_builder.triton.repository import write_repository
@@ -75,3 +75,22 @@ def test_tensorrt_engines_cannot_be_served_by_the_local_triton(tmp_path):
     repository = stub_repository(tmp_path, make_spec(backend=Backend.TENSORRT), "model.plan")
     with pytest.raises(BackendUnavailableError, match="tensorrt_plan engine needs its native Triton backend"):
         apply_overrides(repository, Overrides(), gpu=False, ragged=True)
+
+
+def test_doc_stride_reaches_only_question_answering_tokenizers(tmp_path):
+    (tmp_path / "qa").mkdir()
+    (tmp_path / "cls").mkdir()
+    qa = stub_repository(tmp_path / "qa", make_spec(Task.QUESTION_ANSWERING))
+    changed = apply_overrides(qa, Overrides(doc_stride=32), gpu=False)
+    assert changed == ["minilm_model", "minilm_tokenizer"]
+    assert read(qa, "minilm_tokenizer").parameters["doc_stride"].string_value == "32"
+    cls = stub_repository(tmp_path / "cls", make_spec())
+    assert apply_overrides(cls, Overrides(doc_stride=32), gpu=False) == ["minilm_model"]
+    assert "doc_stride" not in read(cls, "minilm_tokenizer").parameters
+
+
+@pytest.mark.parametrize("stride", [-1, 128])
+def test_doc_stride_outside_the_window_is_refused(tmp_path, stride):
+    qa = stub_repository(tmp_path, make_spec(Task.QUESTION_ANSWERING))
+    with pytest.raises(ConfigError, match=rf"minilm_tokenizer: doc stride {stride} must be in 0\.\.127"):
+        apply_overrides(qa, Overrides(doc_stride=stride), gpu=False)

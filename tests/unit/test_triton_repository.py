@@ -33,6 +33,20 @@ LABELS = {
     Task.TOKEN_CLASSIFICATION: {i: f"L{i}" for i in range(9)},
 }
 CASES = [(task, backend) for task in Task for backend in Backend]
+TEXT_INPUTS = {
+    Task.QUESTION_ANSWERING: ["QUESTION", "CONTEXT"],
+    Task.TEXT_CLASSIFICATION: ["TEXT", "TEXT_PAIR"],
+}
+
+
+def per_task_outputs(task: Task) -> dict[str, tuple[int, list[int]]]:
+    """What the tokenizer adds to the ensemble's outputs beside the model's."""
+    outputs = {}
+    if task in (Task.TOKEN_CLASSIFICATION, Task.QUESTION_ANSWERING):
+        outputs["OFFSETS"] = (DataType.TYPE_INT32, [-1, 2])
+    if task is Task.QUESTION_ANSWERING:
+        outputs["SAMPLE_INDEX"] = (DataType.TYPE_INT32, [1])
+    return outputs
 
 
 def make_spec(task: Task = Task.TEXT_CLASSIFICATION, backend: Backend = Backend.ONNXRUNTIME, **changes):
@@ -49,6 +63,7 @@ def make_spec(task: Task = Task.TEXT_CLASSIFICATION, backend: Backend = Backend.
         backend=backend,
         preferred_batch_sizes=(8, 16),
         max_queue_delay_us=500,
+        function_to_apply="sigmoid" if task is Task.TEXT_CLASSIFICATION else None,
     )
     return dataclasses.replace(spec, **changes)
 
@@ -69,18 +84,20 @@ def parameters(config) -> dict[str, str]:
 def test_ensemble_routes_text_through_tokenizer_and_model(task, backend):
     config = parse(render_ensemble_config(make_spec(task, backend)))
     assert (config.name, config.platform, config.max_batch_size) == ("minilm", "ensemble", 32)
-    text_inputs = ["QUESTION", "CONTEXT"] if task is Task.QUESTION_ANSWERING else ["TEXT"]
+    text_inputs = TEXT_INPUTS.get(task, ["TEXT"])
     assert tensors(config.input) == {name: (DataType.TYPE_STRING, [1]) for name in text_inputs}
+    assert [item.name for item in config.input if item.optional] == (
+        ["TEXT_PAIR"] if "TEXT_PAIR" in text_inputs else []
+    )
     expected = {name: (DataType.TYPE_FP32, dims) for name, dims in OUTPUT_DIMS[task].items()}
-    if task in (Task.TOKEN_CLASSIFICATION, Task.QUESTION_ANSWERING):
-        expected["OFFSETS"] = (DataType.TYPE_INT32, [-1, 2])
+    expected |= per_task_outputs(task)
     assert tensors(config.output) == expected
     tokenizer, model = config.ensemble_scheduling.step
     assert (tokenizer.model_name, model.model_name) == ("minilm_tokenizer", "minilm_model")
     assert sorted(tokenizer.input_map) == sorted(text_inputs)
     assert dict(model.input_map) == {name: name for name in ("input_ids", "attention_mask", "token_type_ids")}
     assert set(model.output_map) == set(OUTPUT_DIMS[task])
-    assert ("OFFSETS" in tokenizer.output_map) == ("OFFSETS" in expected)
+    assert set(per_task_outputs(task)) <= set(tokenizer.output_map)
 
 
 @pytest.mark.parametrize("task", list(Task))
@@ -92,6 +109,7 @@ def test_ensemble_parameters_carry_task_labels_and_max_length(task):
         assert json.loads(values["id2label"]) == {str(k): v for k, v in LABELS[task].items()}
     else:
         assert "id2label" not in values
+    assert values.get("function_to_apply") == ("sigmoid" if task is Task.TEXT_CLASSIFICATION else None)
 
 
 @pytest.mark.parametrize("task", list(Task))
@@ -103,13 +121,15 @@ def test_tokenizer_config_is_a_batched_python_model_with_its_parameters(task):
     assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
     outputs = tensors(config.output)
     assert outputs.pop("input_ids") == outputs.pop("attention_mask") == (DataType.TYPE_INT64, [-1])
-    with_offsets = task in (Task.TOKEN_CLASSIFICATION, Task.QUESTION_ANSWERING)
-    assert outputs == ({"OFFSETS": (DataType.TYPE_INT32, [-1, 2])} if with_offsets else {})
+    assert outputs == per_task_outputs(task)
+    assert tensors(config.input) == {n: (DataType.TYPE_STRING, [1]) for n in TEXT_INPUTS.get(task, ["TEXT"])}
+    stride = {"doc_stride": "64"} if task is Task.QUESTION_ANSWERING else {}  # min(128 // 2, 128)
     assert parameters(config) == {
         "sequence_buckets": "16,32,64,128",
         "truncation": "refuse",
         "model_input_names": "input_ids,attention_mask",
         "task": task.value,
+        **stride,
     }
 
 
@@ -155,6 +175,7 @@ def test_model_config_without_preferred_sizes_still_batches():
         ({"output_dims": {"LOGITS": [-1, 3]}}, "output_dims.LOGITS:"),
         ({"id2label": None}, "id2label:"),
         ({"id2label": {0: "a", 1: "b"}}, "id2label:"),
+        ({"function_to_apply": "tanh"}, "function_to_apply:"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_field(changes, field):
@@ -174,6 +195,7 @@ def test_per_token_outputs_need_a_sequence_dim():
     assert spec_problems(make_spec(Task.QUESTION_ANSWERING, output_dims=fixed_length))
     assert spec_problems(make_spec(Task.FEATURE_EXTRACTION, output_dims={"EMBEDDING": [-1]}))
     assert spec_problems(make_spec(Task.FEATURE_EXTRACTION, id2label={0: "x"}))
+    assert spec_problems(make_spec(Task.TOKEN_CLASSIFICATION, function_to_apply="softmax"))
     assert not spec_problems(make_spec(Task.QUESTION_ANSWERING))
 
 

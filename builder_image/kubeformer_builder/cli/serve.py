@@ -8,12 +8,16 @@ import sys
 import threading
 
 from kubeformer_builder import progress
+from kubeformer_builder.serving.api.settings import DEFAULT_PORT, ApiSettings, Listen
 from kubeformer_builder.serving.overrides import InstanceKind, Overrides
 from kubeformer_builder.serving.serve import ServeConfig, serve
 from kubeformer_builder.serving.tritonserver import Endpoints
 
 NAME = "serve"
-HELP = "Serve built artifacts with Triton (HTTP 8000, gRPC 8001, metrics 8002) until Ctrl-C or SIGTERM."
+HELP = (
+    "Serve built artifacts with Triton (HTTP 8000, gRPC 8001, metrics 8002) and the client API front "
+    "(OpenAI /v1/embeddings, /embed, /rerank, /predict on 8080) until Ctrl-C or SIGTERM."
+)
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -30,7 +34,29 @@ def add_serving_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--s3-endpoint", help="S3 endpoint URL for s3:// artifacts (credentials: AWS_* env)")
+    group = add_api_args(parser)
+    group.add_argument("--no-api", action="store_true", help="serve Triton only, without the API front")
     add_override_args(parser)
+
+
+def add_api_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The client API front's own flags (kubeformer serve, run and api)."""
+    group = parser.add_argument_group("client API front (OpenAI /v1/embeddings, /embed, /rerank, /predict)")
+    group.add_argument("--api-port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    group.add_argument(
+        "--api-max-inputs", type=int, default=ApiSettings.max_inputs, help="texts per request (more: 413)"
+    )
+    group.add_argument(
+        "--api-max-body-bytes",
+        type=int,
+        default=ApiSettings.max_body_bytes,
+        help="largest request body (more: 413, refused before it is read)",
+    )
+    return group
+
+
+def api_settings_from_args(args: argparse.Namespace) -> ApiSettings:
+    return ApiSettings(max_inputs=args.api_max_inputs, max_body_bytes=args.api_max_body_bytes)
 
 
 def add_override_args(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +74,12 @@ def add_override_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--preferred-batch-sizes", type=_sizes, help="dynamic batching, e.g. 8,16")
     group.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: default)")
+    group.add_argument(
+        "--doc-stride",
+        type=int,
+        help="question answering: tokens shared by neighbouring context windows "
+        "(default: min(max sequence // 2, 128))",
+    )
 
 
 def overrides_from_args(args: argparse.Namespace) -> Overrides:
@@ -57,6 +89,7 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         max_queue_delay_us=args.max_queue_delay_us,
         preferred_batch_sizes=args.preferred_batch_sizes,
         intra_op_threads=args.intra_op_threads,
+        doc_stride=args.doc_stride,
     )
 
 
@@ -73,15 +106,22 @@ def serve_config(args: argparse.Namespace, sources: tuple[str, ...]) -> ServeCon
         endpoints=Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port),
         overrides=overrides_from_args(args),
         s3_endpoint=args.s3_endpoint,
+        api=None if args.no_api else Listen(args.host, args.api_port),
+        api_settings=api_settings_from_args(args),
     )
 
 
-def _announce(endpoints: Endpoints) -> None:
-    print(
-        f"kubeformer serve: ready on {endpoints.http} (HTTP), {endpoints.grpc} (gRPC), {endpoints.metrics}",
-        file=sys.stderr,
-        flush=True,
-    )
+def _announcer(api: Listen | None):
+    def announce(endpoints: Endpoints) -> None:
+        front = f", {api.url} (API: /v1/embeddings, /embed, /rerank, /predict)" if api else ""
+        print(
+            f"kubeformer serve: ready on {endpoints.http} (HTTP), {endpoints.grpc} (gRPC), "
+            f"{endpoints.metrics}{front}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return announce
 
 
 def serve_until_signal(config: ServeConfig) -> int:
@@ -89,7 +129,8 @@ def serve_until_signal(config: ServeConfig) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    serve(config, stop, log=lambda line: print(line, file=sys.stderr, flush=True), on_ready=_announce)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    serve(config, stop, log=log, on_ready=_announcer(config.api))
     return 0
 
 

@@ -7,6 +7,7 @@ the URL: it finds the ensemble, reads its parameters and picks the post-processi
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -33,20 +34,78 @@ def parse_url(url: str) -> Target:
     return Target(scheme, address.rstrip("/"))
 
 
+PAIR_INPUT = "TEXT_PAIR"
+
+
 @dataclass(frozen=True)
 class EnsembleInfo:
     name: str
     task: Task
     id2label: dict[int, str]
+    function_to_apply: str  # text-classification scores: answers.SIGMOID | SOFTMAX | NONE
+    inputs: tuple[str, ...]  # the ensemble's input names (TEXT_PAIR: takes pairs)
+    max_batch_size: int  # most texts (or pairs) one request may carry
+    max_sequence_length: int | None = None  # tokens, special ones included
+    normalized: bool = False  # feature-extraction: EMBEDDING has unit L2 norm
+
+    @property
+    def takes_pairs(self) -> bool:
+        return PAIR_INPUT in self.inputs
 
 
 def parse_ensemble(config: dict) -> EnsembleInfo:
-    """Task and labels from an ensemble config in Triton's JSON form."""
+    """Task, labels, score function, inputs and batch limit from an ensemble config in Triton's JSON form.
+
+    Artifacts built before `function_to_apply` existed get transformers' default for their label count.
+    """
     values = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
     if "task" not in values:
         raise ConfigError(f"model {config.get('name')!r} has no 'task' parameter: not a kubeformer ensemble")
-    labels = json.loads(values.get("id2label") or "{}")
-    return EnsembleInfo(config["name"], Task(values["task"]), {int(k): v for k, v in labels.items()})
+    labels = {int(k): v for k, v in json.loads(values.get("id2label") or "{}").items()}
+    length = values.get("max_sequence_length")
+    return EnsembleInfo(
+        config["name"],
+        Task(values["task"]),
+        labels,
+        function_to_apply=values.get("function_to_apply") or answers.score_function(None, len(labels)),
+        inputs=tuple(item["name"] for item in config.get("input", [])),
+        max_batch_size=int(config.get("max_batch_size", 0)),
+        max_sequence_length=int(length) if length else None,
+        normalized=values.get("normalized") == "true",
+    )
+
+
+def request_columns(info: EnsembleInfo, texts: list[str], context: str | list[str] | None = None) -> dict:
+    """The ensemble's input columns: TEXT, or QUESTION and CONTEXT (one context, or one per question)."""
+    if info.task is not Task.QUESTION_ANSWERING:
+        return {"TEXT": texts}
+    if not context:
+        raise ConfigError(f"{info.name} answers questions: give the passage with --context")
+    contexts = [context] * len(texts) if isinstance(context, str) else context
+    return {"QUESTION": texts, "CONTEXT": contexts}
+
+
+def readable_answers(info: EnsembleInfo, columns: dict[str, list[str]], out: dict[str, np.ndarray]) -> list:
+    """One readable answer per row of `columns` from the ensemble outputs `out` of that request."""
+    task, labels = info.task, info.id2label
+    if task is Task.QUESTION_ANSWERING:
+        # One output row per context window; SAMPLE_INDEX says which question each row answers.
+        rows = out["SAMPLE_INDEX"].reshape(-1)
+        spans = ("START_LOGITS", "END_LOGITS", "OFFSETS")
+        return [
+            {"question": q, **answers.best_answer(c, *(out[name][rows == i] for name in spans))}
+            for i, (q, c) in enumerate(zip(columns["QUESTION"], columns["CONTEXT"], strict=True))
+        ]
+    texts = columns["TEXT"]
+    if task is Task.FEATURE_EXTRACTION:
+        return [{"text": t, "embedding": e.tolist()} for t, e in zip(texts, out["EMBEDDING"], strict=True)]
+    if task is Task.TEXT_CLASSIFICATION:
+        return [
+            {"text": t, "labels": answers.classify(x, labels, info.function_to_apply)}
+            for t, x in zip(texts, out["LOGITS"], strict=True)
+        ]
+    rows = zip(texts, out["LOGITS"], out["OFFSETS"], strict=True)
+    return [{"text": t, "entities": answers.aggregate_entities(t, x, o, labels)} for t, x, o in rows]
 
 
 class Predictor:
@@ -115,28 +174,40 @@ class Predictor:
 
     def predict(self, texts: list[str], context: str | None = None) -> list[dict]:
         """One readable answer per text; for question answering the texts are questions about `context`."""
-        task, labels = self.info.task, self.info.id2label
-        if task is Task.QUESTION_ANSWERING:
-            if not context:
-                raise ConfigError(f"{self.info.name} answers questions: give the passage with --context")
-            out = self.infer({"QUESTION": texts, "CONTEXT": [context] * len(texts)})
-            spans = zip(out["START_LOGITS"], out["END_LOGITS"], out["OFFSETS"], strict=True)
-            return [
-                {"question": q, **answers.best_answer(context, *span)}
-                for q, span in zip(texts, spans, strict=True)
-            ]
-        out = self.infer({"TEXT": texts})
-        if task is Task.FEATURE_EXTRACTION:
-            return [
-                {"text": t, "embedding": e.tolist()} for t, e in zip(texts, out["EMBEDDING"], strict=True)
-            ]
-        if task is Task.TEXT_CLASSIFICATION:
-            return [
-                {"text": t, "labels": answers.classify(x, labels)}
-                for t, x in zip(texts, out["LOGITS"], strict=True)
-            ]
-        rows = zip(texts, out["LOGITS"], out["OFFSETS"], strict=True)
-        return [{"text": t, "entities": answers.aggregate_entities(t, x, o, labels)} for t, x, o in rows]
+        columns = request_columns(self.info, texts, context)
+        return readable_answers(self.info, columns, self.infer(columns))
+
+    def pair_logits(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """LOGITS float32 [len(pairs), N] of (text, text_pair) pairs, sent as ONE request of that batch.
+
+        Raises ConfigError when the ensemble takes no TEXT_PAIR or the pairs exceed its max batch size,
+        ServeError when Triton refuses the request (its message names the input).
+        """
+        if not self.info.takes_pairs:
+            raise ConfigError(
+                f"{self.info.name} ({self.info.task.value}) takes single texts only (inputs "
+                f"{', '.join(self.info.inputs)}); pairs need a text-classification model"
+            )
+        if not pairs:
+            raise ConfigError("pairs: need at least one (text, text_pair) pair")
+        if len(pairs) > self.info.max_batch_size:
+            raise ConfigError(
+                f"pairs: {len(pairs)} pairs are more than {self.info.name}'s max batch size "
+                f"{self.info.max_batch_size}; send them in smaller requests"
+            )
+        return self.infer({"TEXT": [a for a, _ in pairs], PAIR_INPUT: [b for _, b in pairs]})["LOGITS"]
+
+    def predict_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+        """One readable answer per (text, text_pair): {"text", "text_pair", "labels"} as predict gives."""
+        logits = self.pair_logits(pairs)
+        return [
+            {
+                "text": a,
+                "text_pair": b,
+                "labels": answers.classify(x, self.info.id2label, self.info.function_to_apply),
+            }
+            for (a, b), x in zip(pairs, logits, strict=True)
+        ]
 
 
 def _client_module(protocol: str) -> ModuleType:

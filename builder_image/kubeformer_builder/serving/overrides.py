@@ -1,8 +1,8 @@
-"""Serving-time changes to a verified copy of a repository: placement, instances and batching.
+"""Serving-time changes to a verified copy of a repository: placement, instances, batching, QA stride.
 
 These are the operator's `serving` fields; they are not in the cache key, so changing them must not
-need a rebuild. They apply to the engine models only (backend onnxruntime or platform tensorrt_plan):
-the ensemble and the python tokenizer keep what the build wrote.
+need a rebuild. They apply to the engine models (backend onnxruntime or platform tensorrt_plan),
+and `doc_stride` to question-answering tokenizers; the ensemble keeps what the build wrote.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Overrides:
     max_queue_delay_us: int | None = None
     preferred_batch_sizes: tuple[int, ...] | None = None
     intra_op_threads: int | None = None
+    doc_stride: int | None = None  # tokens shared by neighbouring QA context windows
 
 
 def has_gpu() -> bool:
@@ -46,6 +47,22 @@ def _kind(kind: InstanceKind, gpu: bool) -> int:
     if kind is InstanceKind.GPU or (kind is InstanceKind.AUTO and gpu):
         return Group.KIND_GPU
     return Group.KIND_CPU
+
+
+def is_qa_tokenizer(config: model_config_pb2.ModelConfig) -> bool:
+    task = config.parameters["task"].string_value if "task" in config.parameters else ""
+    return config.backend == "python" and task == "question-answering"
+
+
+def apply_doc_stride(config: model_config_pb2.ModelConfig, stride: int) -> None:
+    """Set a QA tokenizer's window stride (requests whose question leaves no room beyond it are refused)."""
+    max_length = int(config.parameters["sequence_buckets"].string_value.split(",")[-1])
+    if not 0 <= stride < max_length:
+        raise ConfigError(
+            f"{config.name}: doc stride {stride} must be in 0..{max_length - 1} "
+            f"(below the maximum sequence length {max_length})"
+        )
+    config.parameters["doc_stride"].string_value = str(stride)
 
 
 def apply_to_config(config: model_config_pb2.ModelConfig, overrides: Overrides, gpu: bool) -> None:
@@ -98,11 +115,14 @@ def apply_overrides(repository: Path, overrides: Overrides, gpu: bool, ragged: b
     changed = []
     for path in sorted(repository.glob("*/config.pbtxt")):
         config = text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
-        if not is_engine(config):
+        if is_engine(config):
+            apply_to_config(config, overrides, gpu)
+            if ragged:
+                allow_ragged_batches(config)
+        elif overrides.doc_stride is not None and is_qa_tokenizer(config):
+            apply_doc_stride(config, overrides.doc_stride)
+        else:
             continue
-        apply_to_config(config, overrides, gpu)
-        if ragged:
-            allow_ragged_batches(config)
         temporary = path.with_name(".config.pbtxt.tmp")
         temporary.write_text(text_format.MessageToString(config, as_utf8=True), encoding="utf-8")
         temporary.replace(path)

@@ -5,6 +5,11 @@ sits in python_backend_stubs/<X.Y>/, and the binary needs the wheel's bundled li
 Python's libpython on LD_LIBRARY_PATH. `prepare_install` assembles a backend directory holding the
 python backend, its stub and our Python-based onnxruntime backend; `TritonServer` starts the binary
 on 127.0.0.1, waits until it is ready and stops it cleanly.
+
+The wheel's python backend stub is built against numpy 1's C ABI: under numpy 2 it corrupts every
+input tensor (a BYTES input kills the stub). So serving refuses numpy 2 up front, and a stub that dies
+while serving (Triton 2.51 neither restarts it nor marks its model unready; every request then fails
+with "Stub process ... is not healthy") stops the server with its log instead of serving errors.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from kubeformer_builder.errors import BackendUnavailableError, ServeError
 ONNXRUNTIME_BACKEND_SOURCE = Path(__file__).parents[1] / "triton" / "onnxruntime_backend.py"
 _PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 _LOG_TAIL = 40
+STUB_NAME = "triton_python_backend_stub"
+# nvidia-pytriton 0.7.0's stub reads numpy arrays through numpy 1's struct layout (pytriton pins numpy<2).
+STUB_NUMPY_MAJOR = 1
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,17 @@ def find_distribution() -> Distribution:
         if not path.exists():
             raise BackendUnavailableError(f"tritonserver: {path} is missing from the nvidia-pytriton install")
     return distribution
+
+
+def check_numpy(version: str) -> None:
+    """Refuse a numpy whose major version differs from the one the python backend stub is built for."""
+    if int(version.split(".")[0]) != STUB_NUMPY_MAJOR:
+        raise BackendUnavailableError(
+            f"tritonserver: numpy {version} is installed, but the python backend stub of nvidia-pytriton "
+            f"(which runs the tokenizer) only works with numpy {STUB_NUMPY_MAJOR}.x; install "
+            f"'numpy<{STUB_NUMPY_MAJOR + 1}' in this environment (kubeformer[serve] pins it), or serve "
+            "with the Triton container image (the operator's Triton pods)"
+        )
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -131,6 +150,31 @@ def server_command(binary: Path, repositories: list[Path], backends: Path, endpo
     ]
 
 
+def find_stubs(parent: int) -> dict[int, str]:
+    """The python backend stubs `parent` started: pid -> model instance name (e.g. NAME_tokenizer_0_0)."""
+    stubs = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError):  # not a process, or it ended while we looked
+            continue
+        parent_pid = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent_pid == parent and command[0].endswith(STUB_NAME):
+            # argv: stub, model file, shm region, sizes, parent pid, backend dir, ..., instance name
+            stubs[int(entry.name)] = command[8] if len(command) > 8 else command[1]
+    return stubs
+
+
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class TritonServer:
     """One tritonserver process; `with TritonServer(...) as server:` starts it and waits until ready."""
 
@@ -150,6 +194,7 @@ class TritonServer:
         self.tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL)
         self.process: subprocess.Popen | None = None
         self._pump: threading.Thread | None = None
+        self.stubs: dict[int, str] = {}  # python backend stubs at readiness: pid -> instance name
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -164,6 +209,9 @@ class TritonServer:
         self.stop()
 
     def start(self) -> None:
+        import numpy
+
+        check_numpy(numpy.__version__)
         distribution = find_distribution()
         backends = prepare_install(distribution, self.workdir)
         command = server_command(distribution.binary, self.repositories, backends, self.endpoints)
@@ -203,13 +251,21 @@ class TritonServer:
                 self._pump.join(timeout=5)
                 raise self._failure(f"exited with code {self.process.returncode} while starting")
             if self.ready():
+                self.stubs = find_stubs(self.process.pid)
                 return
             time.sleep(0.25)
         raise self._failure(f"was not ready after {self.startup_timeout_s:.0f}s")
 
     def check_alive(self) -> None:
+        """Raise ServeError if Triton exited or one of its python backend stubs died."""
         if self.process.poll() is not None:
             raise self._failure(f"stopped on its own with code {self.process.returncode}")
+        dead = sorted(name for pid, name in self.stubs.items() if not is_running(pid))
+        if dead:
+            raise self._failure(
+                f"python backend stub of {', '.join(dead)} died: Triton still reports the model ready "
+                "but fails every request to it"
+            )
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGINT (Triton's own clean shutdown), then SIGKILL of its process group if it hangs."""

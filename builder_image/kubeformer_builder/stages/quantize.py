@@ -39,6 +39,9 @@ GELU_OPS = {"Gelu", "BiasGelu", "FastGelu"}
 DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")
 _CALIBRATION_STRIDE = 4
 STATIC_OPS = ("MatMul", "Attention", "Gather", "Add", "Mul", "Relu", "Softmax")
+# TensorRT (explicit quantization): Q/DQ on the GEMM inputs only, where its int8 kernels are; the
+# rest of the strongly typed network stays in the graph's float type.
+TENSORRT_OPS = ("MatMul",)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ DYNAMIC_U8S8_REDUCED = Int8Scheme("dynamic-rr", False, "u8", "s8", reduce_range=
 DYNAMIC_U8U8 = Int8Scheme("dynamic-u8u8", False, "u8", "u8")
 STATIC_U8S8 = Int8Scheme("static", True, "u8", "s8", ops=STATIC_OPS)
 STATIC_U8S8_REDUCED = Int8Scheme("static-rr", True, "u8", "s8", reduce_range=True, ops=STATIC_OPS)
-STATIC_S8S8 = Int8Scheme("static", True, "s8", "s8", ops=STATIC_OPS)  # symmetric: TensorRT
+STATIC_S8S8 = Int8Scheme("static", True, "s8", "s8", ops=TENSORRT_OPS)  # symmetric: TensorRT
 
 
 def schemes_for(isa: Isa, tensorrt: bool) -> tuple[Int8Scheme, ...]:

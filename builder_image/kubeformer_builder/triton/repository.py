@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kubeformer_builder.config import Backend, Task, Truncation
 from kubeformer_builder.errors import ArtifactError, ConfigError, UnsupportedModelError
+from kubeformer_builder.serving.answers import SCORE_FUNCTIONS
 
 TOKENIZER_SUFFIX = "_tokenizer"
 MODEL_SUFFIX = "_model"
@@ -29,12 +30,15 @@ ENGINE_FILENAMES = {Backend.ONNXRUNTIME: "model.onnx", Backend.TENSORRT: "model.
 # What the tokenizer model can produce (tokenizer_model.py maps each to an Encoding attribute).
 TOKENIZER_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OFFSETS = "OFFSETS"
+SAMPLE_INDEX = "SAMPLE_INDEX"  # QA: the question each context window (output row) belongs to
 TASK_INPUTS = {
     Task.TEXT_CLASSIFICATION: ("TEXT",),
     Task.FEATURE_EXTRACTION: ("TEXT",),
     Task.TOKEN_CLASSIFICATION: ("TEXT",),
     Task.QUESTION_ANSWERING: ("QUESTION", "CONTEXT"),
 }
+# Inputs a request may leave out: a text-classification request without TEXT_PAIR is single texts.
+TASK_OPTIONAL_INPUTS = {Task.TEXT_CLASSIFICATION: ("TEXT_PAIR",)}
 TASK_OUTPUTS = {
     Task.TEXT_CLASSIFICATION: ("LOGITS",),
     Task.FEATURE_EXTRACTION: ("EMBEDDING",),
@@ -70,6 +74,10 @@ class RepositorySpec:
     backend: Backend
     preferred_batch_sizes: tuple[int, ...]
     max_queue_delay_us: int
+    # text-classification: how logits become scores (serving/answers.py SCORE_FUNCTIONS), else None.
+    function_to_apply: str | None = None
+    # feature-extraction: EMBEDDING has unit L2 norm (the sentence-transformers pipeline ends in Normalize).
+    normalized: bool = False
 
     @property
     def tokenizer_name(self) -> str:
@@ -114,6 +122,18 @@ def _label_problems(spec: RepositorySpec) -> list[str]:
     return []
 
 
+def _function_problems(spec: RepositorySpec) -> list[str]:
+    if spec.function_to_apply is None:  # clients then pick transformers' default for the label count
+        return []
+    if spec.task is not Task.TEXT_CLASSIFICATION:
+        return [f"function_to_apply: only text-classification has one, got {spec.function_to_apply!r}"]
+    if spec.function_to_apply not in SCORE_FUNCTIONS:
+        return [
+            f"function_to_apply: needs one of {', '.join(SCORE_FUNCTIONS)}, got {spec.function_to_apply!r}"
+        ]
+    return []
+
+
 def spec_problems(spec: RepositorySpec) -> list[str]:
     """Every reason the spec cannot make a loadable repository, each with its field."""
     problems = []
@@ -151,7 +171,7 @@ def spec_problems(spec: RepositorySpec) -> list[str]:
         )
     if spec.max_queue_delay_us < 0:
         problems.append(f"max_queue_delay_us: must be >= 0, got {spec.max_queue_delay_us}")
-    return problems + _output_problems(spec) + _label_problems(spec)
+    return problems + _output_problems(spec) + _label_problems(spec) + _function_problems(spec)
 
 
 def check_spec(spec: RepositorySpec) -> None:
@@ -170,9 +190,11 @@ def _dims(dims: list[int] | tuple[int, ...]) -> str:
     return "[ " + ", ".join(str(d) for d in dims) + " ]"
 
 
-def _tensors(kind: str, tensors: list[tuple[str, str, list[int]]]) -> str:
+def _tensors(kind: str, tensors: list[tuple[str, str, list[int]]], optional: tuple[str, ...] = ()) -> str:
     body = ",\n".join(
-        f"  {{\n    name: {_quote(name)}\n    data_type: {dtype}\n    dims: {_dims(dims)}\n  }}"
+        f"  {{\n    name: {_quote(name)}\n    data_type: {dtype}\n    dims: {_dims(dims)}\n"
+        + ("    optional: true\n" if name in optional else "")
+        + "  }"
         for name, dtype, dims in tensors
     )
     return f"{kind} [\n{body}\n]\n"
@@ -189,8 +211,18 @@ def _header(name: str, kind: str, max_batch_size: int) -> str:
     return f"name: {_quote(name)}\n{kind}\nmax_batch_size: {max_batch_size}\n"
 
 
-def _text_inputs(spec: RepositorySpec) -> list[tuple[str, str, list[int]]]:
-    return [(name, "TYPE_STRING", [1]) for name in TASK_INPUTS[spec.task]]
+def _input_names(task: Task) -> list[str]:
+    return [*TASK_INPUTS[task], *TASK_OPTIONAL_INPUTS.get(task, ())]
+
+
+def _text_inputs(spec: RepositorySpec) -> str:
+    tensors = [(name, "TYPE_STRING", [1]) for name in _input_names(spec.task)]
+    return _tensors("input", tensors, optional=TASK_OPTIONAL_INPUTS.get(spec.task, ()))
+
+
+def default_doc_stride(max_sequence_length: int) -> int:
+    """Tokens shared by neighbouring QA windows: transformers' QA pipeline default, min(max // 2, 128)."""
+    return min(max_sequence_length // 2, 128)
 
 
 def _engine_outputs(spec: RepositorySpec) -> list[tuple[str, str, list[int]]]:
@@ -201,6 +233,8 @@ def _tokenizer_outputs(spec: RepositorySpec) -> list[tuple[str, str, list[int]]]
     outputs = [(name, "TYPE_INT64", [-1]) for name in spec.model_input_names]
     if spec.task in TASKS_WITH_OFFSETS:
         outputs.append((OFFSETS, "TYPE_INT32", [-1, 2]))
+    if spec.task is Task.QUESTION_ANSWERING:
+        outputs.append((SAMPLE_INDEX, "TYPE_INT32", [1]))
     return outputs
 
 
@@ -212,16 +246,20 @@ def _step(model: str, inputs: list[str], outputs: list[str]) -> str:
 
 
 def render_ensemble_config(spec: RepositorySpec) -> str:
-    """The ensemble users call: text in, task outputs (plus OFFSETS where answers need spans) out."""
+    """The ensemble users call: text in, task outputs (plus OFFSETS where answers need spans) out.
+
+    Question answering returns one row per context window, more rows than questions when a context
+    is longer than a window; SAMPLE_INDEX maps each row to its question. Triton passes the
+    tokenizer's row count on to the engine and back (verified with the nvidia-pytriton Triton 2.51).
+    """
     check_spec(spec)
-    tokenizer_outputs = [name for name, _, _ in _tokenizer_outputs(spec)]
+    tokenizer_tensors = _tokenizer_outputs(spec)
+    tokenizer_outputs = [name for name, _, _ in tokenizer_tensors]
     engine_outputs = list(TASK_OUTPUTS[spec.task])
-    outputs = _engine_outputs(spec)
-    if spec.task in TASKS_WITH_OFFSETS:
-        outputs.append((OFFSETS, "TYPE_INT32", [-1, 2]))
+    outputs = _engine_outputs(spec) + [t for t in tokenizer_tensors if t[0] not in spec.model_input_names]
     steps = ",\n".join(
         [
-            _step(spec.tokenizer_name, list(TASK_INPUTS[spec.task]), tokenizer_outputs),
+            _step(spec.tokenizer_name, _input_names(spec.task), tokenizer_outputs),
             _step(spec.model_name, list(spec.model_input_names), engine_outputs),
         ]
     )
@@ -229,9 +267,13 @@ def render_ensemble_config(spec: RepositorySpec) -> str:
     if spec.id2label is not None:
         labels = {str(key): value for key, value in sorted(spec.id2label.items())}
         parameters["id2label"] = json.dumps(labels, ensure_ascii=False, separators=(",", ":"))
+    if spec.function_to_apply is not None:
+        parameters["function_to_apply"] = spec.function_to_apply
+    if spec.task is Task.FEATURE_EXTRACTION:
+        parameters["normalized"] = "true" if spec.normalized else "false"
     return (
         _header(spec.name, 'platform: "ensemble"', spec.max_batch_size)
-        + _tensors("input", _text_inputs(spec))
+        + _text_inputs(spec)
         + _tensors("output", outputs)
         + f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
         + _parameters(parameters)
@@ -247,10 +289,12 @@ def render_tokenizer_config(spec: RepositorySpec) -> str:
         "model_input_names": ",".join(spec.model_input_names),
         "task": spec.task.value,
     }
+    if spec.task is Task.QUESTION_ANSWERING:
+        parameters["doc_stride"] = str(default_doc_stride(spec.max_sequence_length))
     return (
         _header(spec.tokenizer_name, 'backend: "python"', spec.max_batch_size)
         + "dynamic_batching { }\n"
-        + _tensors("input", _text_inputs(spec))
+        + _text_inputs(spec)
         + _tensors("output", _tokenizer_outputs(spec))
         + "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]\n"
         + _parameters(parameters)
