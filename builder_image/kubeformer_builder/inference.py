@@ -21,8 +21,9 @@ Batch = dict[str, np.ndarray]
 def question_context_pairs(texts: Sequence[str]) -> list[tuple[str, str]]:
     """QA inputs from plain texts: each text is the context, a short question is made from its words.
 
-    The question stays a few words long whatever the text's length, so that it always fits the
-    shortest sequence a profile allows and only the context is ever truncated.
+    The question stays a few words long whatever the text's length, so that the context is what gets
+    truncated (tokenize uses longest_first: a tiny vocabulary may split even a short question into
+    more tokens than a short profile leaves, which only_second refuses).
     """
     pairs = []
     for text in texts:
@@ -50,7 +51,7 @@ def tokenize(
         encoded = tokenizer(
             [q for q, _ in pairs],
             [c for _, c in pairs],
-            truncation="only_second",
+            truncation="longest_first",
             max_length=length,
             padding=padding,
             return_tensors="np",
