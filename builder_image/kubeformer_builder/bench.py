@@ -104,7 +104,7 @@ def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0)
         "model": config.source,
         "task": config.task.value,
         "threads": inference.cpu_threads(),
-        "gate": {"metric": prepared.evaluator.metric.value, "max_drop": config.gate.max_drop},
+        "gate": {"metric": prepared.evaluator.metric.value, "max_drop": prepared.evaluator.max_drop},
         "versions": runtime_versions(),
         "rows": [row.to_dict() for row in rows],
     }

@@ -13,6 +13,7 @@ import numpy as np
 
 from kubeformer_builder import gate, inference
 from kubeformer_builder.config import Backend, BuildConfig, GateMetric, Precision
+from kubeformer_builder.labeled import LabeledSet
 from kubeformer_builder.tasks import ExportWrapper
 from kubeformer_builder.timing import Latency, measure
 
@@ -30,11 +31,28 @@ class TimingCase:
 class Evaluator:
     """Reference outputs of fp32 PyTorch and the timing inputs for one build."""
 
-    def __init__(self, wrapper: ExportWrapper, tokenizer, config: BuildConfig, held_out: tuple[str, ...]):
-        self.wrapper, self.config = wrapper, config
-        self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric)
+    def __init__(
+        self,
+        wrapper: ExportWrapper,
+        tokenizer,
+        config: BuildConfig,
+        held_out: tuple[str, ...],
+        labeled: LabeledSet | None = None,
+    ):
+        """held_out: unlabeled texts (the calibration split's); labeled: the user's labeled data, which
+        labeled metrics score instead."""
+        self.wrapper, self.config, self.labeled = wrapper, config, labeled
+        self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric, labeled is not None)
+        self.max_drop = (
+            config.gate.max_drop if config.gate.max_drop is not None else gate.default_max_drop(self.metric)
+        )
         max_length = config.shapes.sequence.max
-        self.held_out = inference.batches(tokenizer, config.task, held_out, wrapper.input_names, max_length)
+        if labeled is not None and self.metric.labeled:
+            self.held_out = labeled.batches
+        else:
+            self.held_out = inference.batches(
+                tokenizer, config.task, held_out, wrapper.input_names, max_length
+            )
         self.reference = [inference.run_torch(wrapper, batch) for batch in self.held_out]
         self.cases = self._timing_cases(tokenizer, held_out)
 
@@ -69,10 +87,20 @@ class Evaluator:
     def check(self, run: Runner, samples: int | None = None) -> gate.GateReport:
         held = self.held_out[:samples] if samples else self.held_out
         outputs = [run(batch) for batch in held]
+        reference = self.reference[: len(held)]
+        if self.labeled is not None and self.metric.labeled:
+            return gate.labeled_report(
+                self.metric,
+                self.labeled.score(self.metric, reference),
+                self.labeled.score(self.metric, outputs),
+                self.max_drop,
+                gate.max_abs_diff(reference, outputs),
+                sum(len(batch["input_ids"]) for batch in held),
+            )
         return gate.evaluate(
             self.config.task,
             self.metric,
-            self.config.gate.max_drop,
+            self.max_drop,
             self.reference[: len(held)],
             outputs,
             [batch["attention_mask"] for batch in held],

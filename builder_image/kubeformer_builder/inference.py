@@ -39,8 +39,12 @@ def tokenize(
     input_names: tuple[str, ...],
     max_length: int,
     pad_to: int | None = None,
+    pairs: Sequence[str] | None = None,
 ) -> Batch:
-    """One batch, padded to the longest text (or to `pad_to`), truncated at max_length."""
+    """One batch, padded to the longest text (or to `pad_to`), truncated at max_length.
+
+    pairs: second texts, one per text (sentence-pair models), truncated longest-first.
+    """
     padding = "max_length" if pad_to else "longest"
     length = pad_to or max_length
     if task is Task.QUESTION_ANSWERING:
@@ -55,7 +59,12 @@ def tokenize(
         )
     else:
         encoded = tokenizer(
-            list(texts), truncation=True, max_length=length, padding=padding, return_tensors="np"
+            list(texts),
+            None if pairs is None else list(pairs),
+            truncation=True,
+            max_length=length,
+            padding=padding,
+            return_tensors="np",
         )
     return {name: encoded[name].astype(np.int64) for name in input_names}
 

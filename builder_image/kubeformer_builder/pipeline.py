@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeformer_builder import __version__, cachekey, calibration, inference, tasks
+from kubeformer_builder import __version__, cachekey, calibration, inference, labeled, tasks
 from kubeformer_builder.architectures import find_architecture
 from kubeformer_builder.config import Backend, BuildConfig
 from kubeformer_builder.errors import SourceError
@@ -93,6 +93,9 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
         input_names = tuple(n for n in tokenizer.model_input_names if n in tasks.MODEL_INPUTS)
         wrapper = tasks.ExportWrapper(model, config.task, input_names, tasks.read_pooling(model_dir))
         texts = load_calibration(config, workdir)
+        held_labeled = labeled.load(
+            config, tokenizer, tasks.id2label(config.task, model), input_names, workdir
+        )
     with stage("export", timings):
         exported = export.export_onnx(wrapper, workdir / "export", arch.opset)
     with stage("optimize", timings):
@@ -105,7 +108,7 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
         log.info("fused ops: %s", fused_ops or "none")
     with stage("reference", timings):
         split = calibration.split_texts(texts, config.calibration.samples)
-        evaluator = Evaluator(wrapper, tokenizer, config, split.held_out)
+        evaluator = Evaluator(wrapper, tokenizer, config, split.held_out, held_labeled)
         calib = calibration_batches(tokenizer, config, input_names, split.calibration)
     return Prepared(wrapper, tokenizer, exported, fused, fused_ops, evaluator, calib)
 
@@ -215,11 +218,21 @@ def write_triton_repository(
 
 
 def benchmark_summary(chosen, baseline) -> dict[str, Any]:
+    """status.benchmark: latency, speedup and the gate's verdict (labeled metrics: scores in points)."""
     single, batched = chosen.latency["single"], chosen.latency["batched"]
-    return {
+    summary = {
         "p50Ms": round(single.p50_ms, 3),
         "p95Ms": round(single.p95_ms, 3),
         "throughput": round(batched.throughput, 2),
         "speedupVsPytorch": round(baseline["single"].p50_ms / single.p50_ms, 3),
+        "accuracyMetric": chosen.gate.metric,
         "accuracyDrop": round(chosen.gate.drop, 6),
     }
+    points = chosen.gate.to_dict().get("points")
+    if points:
+        summary |= {
+            "fp32Score": points["fp32"],
+            "variantScore": points["variant"],
+            "dropPoints": points["drop"],
+        }
+    return summary

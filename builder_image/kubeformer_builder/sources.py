@@ -12,9 +12,21 @@ from pathlib import Path
 from kubeformer_builder.errors import SourceError
 from kubeformer_builder.storage import download_prefix
 
+# What a hub download fetches: a model's configs, vocabularies and safetensors weights, or a
+# dataset's data files.
+_HUB_FILES = {
+    "model": ["*.json", "*.txt", "*.model", "*.safetensors", "*/config.json"],
+    "dataset": ["*.jsonl", "*.json", "*.csv", "*.parquet"],
+}
 
-def resolve_source(uri: str, revision: str, workdir: Path, endpoint: str | None, what: str) -> Path:
-    """A local directory (or file) holding what `uri` names; `what` names the field in errors."""
+
+def resolve_source(
+    uri: str, revision: str, workdir: Path, endpoint: str | None, what: str, repo_type: str = "model"
+) -> Path:
+    """A local directory (or file) holding what `uri` names; `what` names the field in errors.
+
+    repo_type: what an hf:// URI names, a "model" or a "dataset" repository.
+    """
     scheme, _, rest = uri.partition("://")
     if scheme == "file":
         path = Path(rest)
@@ -24,11 +36,11 @@ def resolve_source(uri: str, revision: str, workdir: Path, endpoint: str | None,
     if scheme == "s3":
         return download_prefix(uri, workdir / "s3-source", endpoint)
     if scheme == "hf":
-        return download_hub(rest, revision, workdir / "hf-source", what)
+        return download_hub(rest, revision, workdir / "hf-source", what, repo_type)
     raise SourceError(f"{what}: {uri!r} has an unknown scheme; use file://, hf:// or s3://")
 
 
-def download_hub(repo_id: str, revision: str, dest: Path, what: str) -> Path:
+def download_hub(repo_id: str, revision: str, dest: Path, what: str, repo_type: str = "model") -> Path:
     """snapshot_download with HF_TOKEN; weights as safetensors where the repo has them."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -37,10 +49,11 @@ def download_hub(repo_id: str, revision: str, dest: Path, what: str) -> Path:
         return Path(
             snapshot_download(
                 repo_id=repo_id,
+                repo_type=repo_type,
                 revision=revision,
                 token=os.environ.get("HF_TOKEN") or None,
                 local_dir=dest,
-                allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors", "*/config.json"],
+                allow_patterns=_HUB_FILES[repo_type],
             )
         )
     except RepositoryNotFoundError as exc:
