@@ -168,12 +168,10 @@ class LabeledSet:
             predicted = [self._entities(logits, words) for logits, words in self._rows(outputs, 0)]
             return gate.entity_f1(self.labels[:count], predicted)
         scorer = gate.answer_exact_match if metric is GateMetric.EXACT_MATCH else gate.answer_f1
-        spans = zip(self._rows(outputs, 0), self._rows(outputs, 1), strict=True)
+        starts, ends = self._rows(outputs, 0), self._rows(outputs, 1)
         answers = [
-            scorer(best_answer(start, end, offsets, context), gold)
-            for (start, offsets), (end, _), context, gold in zip(
-                spans, self.contexts, self.labels, strict=False
-            )
+            scorer(best_answer(start, end, offsets, self.contexts[row]), self.labels[row])
+            for row, ((start, offsets), (end, _)) in enumerate(zip(starts, ends, strict=True))
         ]
         return float(np.mean(answers)) if answers else 0.0
 
@@ -269,6 +267,8 @@ def prepare(
     task: Task, rows: list[dict], evaluation: Evaluation, tokenizer, id2label, input_names, max_length: int
 ) -> LabeledSet:
     """Check rows against the model's labels and tokenize them in batches of 8 (in row order)."""
+    if task is Task.QUESTION_ANSWERING and not evaluation.text_pair_column:
+        raise ConfigError(f"{FIELD}.textPairColumn: question-answering needs the column holding the contexts")
     names = {"textColumn": evaluation.text_column, "labelColumn": evaluation.label_column}
     raw_labels = column(rows, names["labelColumn"], "labelColumn")
     texts = column(rows, names["textColumn"], "textColumn")
@@ -290,10 +290,6 @@ def prepare(
     if task is Task.TOKEN_CLASSIFICATION:
         return _token_set(texts, raw_labels, tokenizer, id2label, input_names, max_length)
     if task is Task.QUESTION_ANSWERING:
-        if pairs is None:
-            raise ConfigError(
-                f"{FIELD}.textPairColumn: question-answering needs the column holding the contexts"
-            )
         return _answer_set(_texts(texts, "textColumn"), pairs, raw_labels, tokenizer, input_names, max_length)
     raise ConfigError(f"{FIELD}: {task.value} has no labels to score")
 
