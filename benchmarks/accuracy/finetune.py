@@ -80,7 +80,9 @@ def split(articles: dict[str, list[str]]) -> tuple[list[tuple[str, str]], list[t
     return train, test
 
 
-def balanced_pairs(items: list[tuple[str, str]], count: int, rng: random.Random) -> list[tuple[str, str, str]]:
+def balanced_pairs(
+    items: list[tuple[str, str]], count: int, rng: random.Random
+) -> list[tuple[str, str, str]]:
     """`count` (opening, opening, same|different) pairs, half of each, both texts from `items`."""
     by_topic: dict[str, list[str]] = {}
     for text, topic in items:

@@ -135,3 +135,11 @@ def test_waiting_for_storage():
     down = status.compute_status(Observation(1, "k", storage_error="storage: cannot reach"), {}, T0)
     assert status.waiting_for_storage(down)
     assert not status.waiting_for_storage(status.compute_status(Observation(1, "k", engine=ENGINE), {}, T0))
+
+
+def test_labeled_gate_scores_reach_the_status_benchmark():
+    labeled = {"p50Ms": 1.5, "accuracyMetric": "accuracy", "accuracyDrop": 0.002, "fp32Score": 91.2,
+               "variantScore": 91.0, "dropPoints": 0.2, "extra": 1}  # fmt: skip
+    engine = Engine("s3://m/ml/demo/k", "int8", "onnxruntime", "int8-dynamic", 1, benchmark=labeled)
+    new = status.compute_status(Observation(1, "k", engine=engine, deployment=READY), {}, T0)
+    assert new["benchmark"] == {k: v for k, v in labeled.items() if k != "extra"}
