@@ -279,9 +279,10 @@ def prepare(
         ids = LabelIds(id2label)
         labels = [ids.id_of(label) for label in raw_labels]
         ids.check()
+        texts = _texts(texts, "textColumn")
         batches = [
             inference.tokenize(
-                tokenizer, task, _texts(texts[i : i + BATCH], "textColumn"), input_names, max_length,
+                tokenizer, task, texts[i : i + BATCH], input_names, max_length,
                 pairs=None if pairs is None else pairs[i : i + BATCH],
             )
             for i in range(0, len(texts), BATCH)
