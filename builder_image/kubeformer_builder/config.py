@@ -223,8 +223,8 @@ def parse_build_config(**raw: Any) -> BuildConfig:
             problems.append(f"{path}: must not be empty")
     if metric is not None and metric.labeled and values["evaluation_source"] is None:
         problems.append(
-            f"optimization.accuracyGate.metric: {metric.value!r} scores the model against labels; "
-            "give them in optimization.evaluation.source"
+            f"optimization.accuracyGate.metric: {metric.value!r} scores the model against labels, "
+            "which optimization.evaluation gives (source or examples)"
         )
     if max_drop is not None and (not isinstance(max_drop, int | float) or not 0.0 <= max_drop <= 1.0):
         problems.append(f"optimization.accuracyGate.maxDrop: must be within 0..1, got {max_drop!r}")

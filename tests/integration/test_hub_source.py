@@ -75,15 +75,13 @@ def test_hub_dataset_download_asks_for_the_dataset_repository(hub, tmp_path):
            "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "kubeformer_builder.cli.main", "build", f"file://{model}",
-         "--task", "text-classification", "--evaluation", "hf://acme/reviews-test",
+         "--task", "text-classification", "--evaluation", "hf://acme/reviews/data/test.parquet",
          "--output", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr[-2000:]
-    assert (
-        "optimization.evaluation.source: hf://acme/reviews-test not found or not accessible" in result.stderr
-    )
+    assert "optimization.evaluation.source: hf://acme/reviews not found or not accessible" in result.stderr
     path, authorization = requests[0]
-    assert path.startswith("/api/datasets/acme/reviews-test/revision/main")
+    assert path.startswith("/api/datasets/acme/reviews/revision/main")
     assert authorization == "Bearer hf_test_token_123"
     assert "stage export" not in result.stderr and not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ def test_defaults_are_filled_and_typed():
 
 def test_labeled_metric_needs_evaluation_data():
     with pytest.raises(
-        ConfigError, match="'accuracy' scores the model against labels; give them in optimization"
+        ConfigError, match=r"'accuracy' scores the model against labels, which optimization\.evaluation gives"
     ):
         parse_build_config(source="file:///m", task="text-classification", gate_metric="accuracy")
     config = parse_build_config(
