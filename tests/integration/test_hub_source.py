@@ -77,7 +77,7 @@ def test_hub_dataset_download_asks_for_the_dataset_repository(hub, tmp_path):
         [sys.executable, "-m", "kubeformer_builder.cli.main", "build", f"file://{model}",
          "--task", "text-classification", "--evaluation", "hf://acme/reviews/data/test.parquet",
          "--output", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr[-2000:]
     assert "optimization.evaluation.source: hf://acme/reviews not found or not accessible" in result.stderr
