@@ -286,7 +286,7 @@ def build_fields() -> tuple[BuildField, ...]:
             "--max-drop",
             None,
             "largest accepted drop against fp32 as a fraction, 0.004 = 0.4 points "
-            "(default: 0.01; neighbours: 0.1)",
+            "(default: 0.01; neighbours: 0.075)",
             lambda c: c.gate.max_drop,
             parse=float,
         ),

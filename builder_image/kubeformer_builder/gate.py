@@ -55,11 +55,11 @@ class GateReport:
         return found
 
 
-# Largest accepted drop when the spec gives none. neighbours: see benchmarks/accuracy/README.md
-# (the largest neighbour-agreement drop of a MiniLM variant keeping >= 99% of a downstream
-# linear classifier's decisions).
+# Largest accepted drop when the spec gives none. neighbours: benchmarks/accuracy/README.md (MiniLM
+# int8 variants up to a drop of 0.072 kept >= 99.5% of a downstream linear classifier's decisions;
+# the next one measured, at 0.37, kept 97.2%).
 DEFAULT_MAX_DROP = 0.01
-NEIGHBOURS_MAX_DROP = 0.1
+NEIGHBOURS_MAX_DROP = 0.075
 NEIGHBOURS_K = 10
 
 # Which metrics each task can be judged by; the first is the default without and with labels.
