@@ -119,7 +119,7 @@ def run_bench(config: BuildConfig, shapes=DEFAULT_SHAPES, budget_s: float = 4.0)
         "threads": inference.cpu_threads(),
         "cpu": host_cpu().to_dict(),
         "reference": prepared.evaluator.reference.to_dict(),
-        "gate": {"metric": prepared.evaluator.metric.value, "max_drop": config.gate.max_drop},
+        "gate": {"metric": prepared.evaluator.metric.value, "max_drop": prepared.evaluator.max_drop},
         "versions": runtime_versions(),
         "rows": [row.to_dict() for row in rows],
     }

@@ -25,6 +25,7 @@ def canonical_inputs(
     precision: str,
     shapes: dict[str, dict[str, int]],
     calibration: dict[str, Any],
+    evaluation: dict[str, Any] | None,
     gate: dict[str, Any],
     truncation: str,
     builder_version: str,
@@ -45,6 +46,8 @@ def canonical_inputs(
         "truncation": truncation,
         "builder_version": builder_version,
     }
+    if evaluation is not None:  # labeled data decides which variant ships
+        inputs["evaluation"] = evaluation
     if backend == "tensorrt":
         inputs["gpu_arch"] = gpu_arch
         inputs["tensorrt_version"] = tensorrt_version
@@ -59,7 +62,7 @@ def engine_inputs(
     tensorrt_version: str | None = None,
 ) -> dict[str, Any]:
     """The canonical inputs of a typed build configuration: what the builder and the operator hash."""
-    c = config.calibration
+    c, e = config.calibration, config.evaluation
     return canonical_inputs(
         name=name,
         source=config.source,
@@ -76,6 +79,15 @@ def engine_inputs(
             "method": c.method.value,
             # Only when set, so the keys of single-text builds stay what they were.
             **({"pairColumn": c.pair_column} if c.pair_column else {}),
+        },
+        evaluation=None
+        if e.source is None
+        else {
+            "source": e.source,
+            "textColumn": e.text_column,
+            "textPairColumn": e.text_pair_column,
+            "labelColumn": e.label_column,
+            "samples": e.samples,
         },
         gate={
             "metric": config.gate.metric.value if config.gate.metric else None,

@@ -43,7 +43,15 @@ class CalibrationMethod(str, Enum):
 class GateMetric(str, Enum):
     AGREEMENT = "agreement"
     COSINE = "cosine"
+    NEIGHBOURS = "neighbours"
     ACCURACY = "accuracy"
+    F1 = "f1"
+    EXACT_MATCH = "exact_match"
+
+    @property
+    def labeled(self) -> bool:
+        """Scored against the user's labels (optimization.evaluation), not against fp32 outputs."""
+        return self in (GateMetric.ACCURACY, GateMetric.F1, GateMetric.EXACT_MATCH)
 
 
 class Truncation(str, Enum):
@@ -136,9 +144,20 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """The user's labeled held-out data (see labeled.py for the formats); None source = none given."""
+
+    source: str | None  # file://, s3://, hf:// (a dataset repository) or an inline JSON list of rows
+    text_column: str
+    text_pair_column: str | None
+    label_column: str
+    samples: int  # at most this many examples are scored
+
+
+@dataclass(frozen=True)
 class Gate:
     metric: GateMetric | None  # None: the task's natural metric
-    max_drop: float
+    max_drop: float | None  # None: the metric's default (gate.default_max_drop)
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,7 @@ class BuildConfig:
     name: str | None
     shapes: Shapes
     calibration: Calibration
+    evaluation: Evaluation
     gate: Gate
     truncation: Truncation
     storage: StorageConfig
@@ -174,6 +194,11 @@ MAX_BENCHMARK_SECONDS = 600
 _SOURCE_RE = re.compile(r"^(hf|s3|file)://.+")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _PATHS = {"source": "model.source", "task": "model.task"}
+_COLUMNS = {
+    "evaluation_text_column": "optimization.evaluation.textColumn",
+    "evaluation_text_pair_column": "optimization.evaluation.textPairColumn",
+    "evaluation_label_column": "optimization.evaluation.labelColumn",
+}
 
 
 def parse_build_config(**raw: Any) -> BuildConfig:
@@ -222,7 +247,18 @@ def parse_build_config(**raw: Any) -> BuildConfig:
             f"optimization.benchmarkSeconds: must be above 0 and at most {MAX_BENCHMARK_SECONDS}, "
             f"got {benchmark_seconds!r}"
         )
-    if not isinstance(max_drop, int | float) or not 0.0 <= max_drop <= 1.0:
+    evaluation_samples = values["evaluation_samples"]
+    if not isinstance(evaluation_samples, int) or not 1 <= evaluation_samples <= 100_000:
+        problems.append(f"optimization.evaluation.samples: must be 1..100000, got {evaluation_samples!r}")
+    for key, path in _COLUMNS.items():
+        if values[key] is not None and not str(values[key]).strip():
+            problems.append(f"{path}: must not be empty")
+    if metric is not None and metric.labeled and values["evaluation_source"] is None:
+        problems.append(
+            f"optimization.accuracyGate.metric: {metric.value!r} scores the model against labels, "
+            "which optimization.evaluation gives (source or examples)"
+        )
+    if max_drop is not None and (not isinstance(max_drop, int | float) or not 0.0 <= max_drop <= 1.0):
         problems.append(f"optimization.accuracyGate.maxDrop: must be within 0..1, got {max_drop!r}")
     pair_column = values["calibration_pair_column"]
     if pair_column is not None and task != Task.TEXT_CLASSIFICATION.value:
@@ -250,7 +286,14 @@ def parse_build_config(**raw: Any) -> BuildConfig:
         calibration=Calibration(
             values["calibration_source"], values["calibration_column"], samples, method, pair_column
         ),
-        gate=Gate(metric, float(max_drop)),
+        evaluation=Evaluation(
+            values["evaluation_source"],
+            values["evaluation_text_column"],
+            values["evaluation_text_pair_column"],
+            values["evaluation_label_column"],
+            evaluation_samples,
+        ),
+        gate=Gate(metric, None if max_drop is None else float(max_drop)),
         truncation=parsed_truncation,
         storage=StorageConfig(values["s3_endpoint"]),
         benchmark_seconds=float(benchmark_seconds),

@@ -24,6 +24,7 @@ import torch
 from kubeformer_builder import calibration, gate, inference
 from kubeformer_builder.calibration import Text
 from kubeformer_builder.config import Backend, BuildConfig, GateMetric, Precision, Task
+from kubeformer_builder.labeled import LabeledSet
 from kubeformer_builder.tasks import ExportWrapper, auto_class
 from kubeformer_builder.timing import Latency, measure_interleaved
 
@@ -154,22 +155,32 @@ class Evaluator:
         config: BuildConfig,
         held_out: tuple[Text, ...],
         reference: Reference,
+        labeled: LabeledSet | None = None,
     ):
-        self.wrapper, self.config, self.reference = wrapper, config, reference
-        self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric)
+        """held_out: unlabeled texts (the calibration split's); labeled: the user's labeled data, which
+        labeled metrics score instead (against the labels, the reference scored the same way)."""
+        self.wrapper, self.config, self.reference, self.labeled = wrapper, config, reference, labeled
+        self.metric: GateMetric = gate.resolve_metric(config.task, config.gate.metric, labeled is not None)
+        self.max_drop = (
+            config.gate.max_drop if config.gate.max_drop is not None else gate.default_max_drop(self.metric)
+        )
         shapes, names = config.shapes, wrapper.input_names
-        size = min(_GATE_BATCH, shapes.batch.max)
-        ordered = sorted(held_out, key=calibration.text_length)
-        groups = [ordered[i : i + size] for i in range(0, len(ordered), size)]
-        pad_id = tokenizer.pad_token_id or 0
-        self.held_out = [
-            _pad_to(
-                inference.tokenize(tokenizer, config.task, g, names, shapes.sequence.max),
-                shapes.sequence.min,
-                pad_id,
-            )
-            for g in groups
-        ]
+        if labeled is not None and self.metric.labeled:
+            self.held_out = labeled.batches
+            groups: list[Sequence[Text]] = [() for _ in self.held_out]  # transformers reads the tokens
+        else:
+            size = min(_GATE_BATCH, shapes.batch.max)
+            ordered = sorted(held_out, key=calibration.text_length)
+            groups = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+            pad_id = tokenizer.pad_token_id or 0
+            self.held_out = [
+                _pad_to(
+                    inference.tokenize(tokenizer, config.task, g, names, shapes.sequence.max),
+                    shapes.sequence.min,
+                    pad_id,
+                )
+                for g in groups
+            ]
         self.expected = [reference.outputs(g, b) for g, b in zip(groups, self.held_out, strict=True)]
         self.cases = self._timing_cases(tokenizer, held_out)
 
@@ -214,10 +225,20 @@ class Evaluator:
     def check(self, run: Runner, samples: int | None = None) -> gate.GateReport:
         held = self.held_out[:samples] if samples else self.held_out
         outputs = [run(batch) for batch in held]
+        reference = self.expected[: len(held)]
+        if self.labeled is not None and self.metric.labeled:
+            return gate.labeled_report(
+                self.metric,
+                self.labeled.score(self.metric, reference),
+                self.labeled.score(self.metric, outputs),
+                self.max_drop,
+                gate.max_abs_diff(reference, outputs),
+                sum(len(batch["input_ids"]) for batch in held),
+            )
         return gate.evaluate(
             self.config.task,
             self.metric,
-            self.config.gate.max_drop,
+            self.max_drop,
             self.expected[: len(held)],
             outputs,
             [batch["attention_mask"] for batch in held],

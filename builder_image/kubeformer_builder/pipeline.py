@@ -19,6 +19,7 @@ from kubeformer_builder import (
     cachekey,
     calibration,
     inference,
+    labeled,
     model_inputs,
     sentence_pipeline,
     tasks,
@@ -141,6 +142,9 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
             head = sentence_pipeline.export_head(sentence_model, model_dir)
         wrapper = tasks.ExportWrapper(model, config.task, input_names, head)
         texts = load_calibration(config, workdir)
+        held_labeled = labeled.load(
+            config, tokenizer, tasks.id2label(config.task, model), input_names, workdir
+        )
     with stage("export", timings):
         exported = export.export_onnx(wrapper, workdir / "export", arch.opset)
         taken = graph_inputs(exported)
@@ -159,7 +163,7 @@ def prepare(config: BuildConfig, workdir: Path, timings: dict[str, float]) -> Pr
     with stage("reference", timings):
         split = calibration.split_texts(texts, config.calibration.samples)
         reference = make_reference(config, model_dir, tokenizer, sentence_model)
-        evaluator = Evaluator(wrapper, tokenizer, config, split.held_out, reference)
+        evaluator = Evaluator(wrapper, tokenizer, config, split.held_out, reference, held_labeled)
         calib = calibration_batches(tokenizer, config, input_names, split.calibration)
     return Prepared(config, limit, wrapper, tokenizer, exported, fused, fused_ops, evaluator, calib)
 
@@ -311,6 +315,7 @@ def benchmark_summary(chosen, baseline) -> dict[str, Any]:
         "p50Ms": round(single.p50_ms, 3),
         "p95Ms": round(single.p95_ms, 3),
         "throughput": round(batched.throughput, 2),
+        "accuracyMetric": chosen.gate.metric,
         "accuracyDrop": round(chosen.gate.drop, 6),
         "noisy": bool(noise),
     }
@@ -318,4 +323,11 @@ def benchmark_summary(chosen, baseline) -> dict[str, Any]:
         log.warning("speed figures are noisy, speedup not published: %s", "; ".join(noise))
     else:
         summary["speedupVsPytorch"] = round(ratio.value, 3)
+    points = chosen.gate.to_dict().get("points")
+    if points:
+        summary |= {
+            "fp32Score": points["fp32"],
+            "variantScore": points["variant"],
+            "dropPoints": points["drop"],
+        }
     return summary

@@ -237,7 +237,18 @@ OPTIONAL_FIELDS = (
     "readyReplicas",
     "autoscaler",
 )
-BENCHMARK_FIELDS = ("p50Ms", "p95Ms", "throughput", "speedupVsPytorch", "accuracyDrop", "noisy")
+BENCHMARK_FIELDS = (
+    "p50Ms",
+    "p95Ms",
+    "throughput",
+    "speedupVsPytorch",
+    "accuracyMetric",
+    "accuracyDrop",
+    "fp32Score",  # labeled gate metrics only: scores in points
+    "variantScore",
+    "dropPoints",
+    "noisy",
+)
 
 
 def compute_status(seen: Observation, previous: Mapping[str, Any], now: str) -> Obj:

@@ -155,3 +155,30 @@ def test_sequence_max_above_the_model_limit_is_refused_before_export(tiny_model,
     )
     assert "stage export" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_labels_the_model_does_not_know(tiny_model, tmp_path):
+    rows = tmp_path / "test.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"text {i}", "label": label}) + "\n" for i, label in
+                            enumerate(["positive", "sarcastic", 2, 9])))  # fmt: skip
+    model = tiny_model("bert", Task.TEXT_CLASSIFICATION)
+    result = kubeformer(*build_args(f"file://{model}", tmp_path / "out", "--evaluation", f"file://{rows}"))
+    assert_refused(
+        result, 3, "optimization.evaluation.labelColumn: labels the model does not know: 'sarcastic', 9"
+    )
+    assert "stage export" not in result.stderr  # refused before any export work
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_evaluation_source(tiny_model, tmp_path):
+    rows = tmp_path / "test.parquet"
+    rows.write_text("this is not parquet")
+    model = tiny_model("bert", Task.TEXT_CLASSIFICATION)
+    result = kubeformer(*build_args(f"file://{model}", tmp_path / "out", "--evaluation", f"file://{rows}"))
+    assert_refused(result, 3, f"optimization.evaluation.source: cannot read {rows}")
+    assert "stage export" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_labeled_metric_without_evaluation_data(tmp_path):
+    result = kubeformer(*build_args("file:///m", tmp_path / "out", "--gate-metric", "accuracy"))
+    assert_refused(result, 2, "optimization.accuracyGate.metric: 'accuracy' scores the model against labels")

@@ -59,7 +59,7 @@ def test_defaults_are_filled_in_by_the_api_server(control_plane, transformer_crd
         "batch": {"min": 1, "opt": 8, "max": 32},
         "sequence": {"min": 1, "opt": 128, "max": 256},
     }
-    assert spec["optimization"]["accuracyGate"]["maxDrop"] == 0.01
+    assert "maxDrop" not in spec["optimization"]["accuracyGate"]  # the metric's own default applies
     assert spec["storage"]["deleteOnRemoval"] is False
     assert spec["serving"]["replicas"] == 1 and spec["build"]["backoffLimit"] == 1
 
@@ -109,6 +109,20 @@ BAD_SPECS = {
     "unknown gate metric": (
         with_changes(optimization__accuracyGate={"metric": "bleu"}),
         "spec.optimization.accuracyGate.metric",
+    ),
+    "labeled metric without evaluation data": (
+        with_changes(optimization__accuracyGate={"metric": "accuracy"}),
+        "optimization.accuracyGate.metric: accuracy, f1 and exact_match score the model against labels",
+    ),
+    "evaluation source and examples": (
+        with_changes(
+            optimization__evaluation={"source": "file:///data/test.jsonl", "examples": [{"text": "a"}]}
+        ),
+        "optimization.evaluation: give either source or examples, not both",
+    ),
+    "evaluation source bad scheme": (
+        with_changes(optimization__evaluation={"source": "http://example.com/test.csv"}),
+        "spec.optimization.evaluation.source",
     ),
     "unknown truncation": (with_changes(optimization__truncation="wrap"), "spec.optimization.truncation"),
     "sequence min zero": (

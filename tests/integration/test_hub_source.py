@@ -5,6 +5,7 @@ records what the client asked for; it answers 401 like the hub does for a gated 
 """
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -61,3 +62,26 @@ def test_hub_download_sends_revision_and_token_and_reports_clearly(hub, tmp_path
     assert path.startswith("/api/models/acme/private-bert/revision/v1.2")
     assert authorization == "Bearer hf_test_token_123"
     assert not (tmp_path / "out").exists()
+
+
+def test_hub_dataset_download_asks_for_the_dataset_repository(hub, tmp_path):
+    from kubeformer_builder.config import Task
+    from tests.fixtures.models import make_tiny_model
+
+    model = make_tiny_model("bert", Task.TEXT_CLASSIFICATION, tmp_path / "model")
+    endpoint, requests = hub
+    env = {"HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_test_token_123", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HOME": str(tmp_path / "hf-home"), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "kubeformer_builder.cli.main", "build", f"file://{model}",
+         "--task", "text-classification", "--evaluation", "hf://acme/reviews/data/test.parquet",
+         "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "optimization.evaluation.source: hf://acme/reviews not found or not accessible" in result.stderr
+    path, authorization = requests[0]
+    assert path.startswith("/api/datasets/acme/reviews/revision/main")
+    assert authorization == "Bearer hf_test_token_123"
+    assert "stage export" not in result.stderr and not (tmp_path / "out").exists()

@@ -28,6 +28,7 @@ def minilm_int8(tmp_path_factory):
         source=f"file://{minilm_dir()}",
         task="feature-extraction",
         precision="int8",
+        gate_metric="cosine",  # the README's gate; the default for embeddings is neighbours
         max_drop=0.005,
         name="minilm",
     )

@@ -1,5 +1,6 @@
 """The one table of build settings agrees with the CRD, the CLI and the operator."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,9 @@ def test_a_spec_with_every_setting_round_trips_through_the_command_line():
             "shapes": {"batch": {"min": 2, "opt": 4, "max": 8}, "sequence": {"opt": 64, "max": 96}},
             "calibration": {"source": "s3://bucket/texts.jsonl", "column": "body", "samples": 64,
                             "method": "entropy"},
-            "accuracyGate": {"metric": "cosine", "maxDrop": 0.02},
+            "evaluation": {"source": "hf://org/ner-test", "textColumn": "tokens", "textPairColumn": "other",
+                           "labelColumn": "ner_tags", "samples": 300},
+            "accuracyGate": {"metric": "f1", "maxDrop": 0.02},
         },
         "storage": {"uri": "s3://out", "endpoint": "http://s3:8333"},
     }  # fmt: skip
@@ -76,3 +79,13 @@ def test_missing_and_unknown_settings():
 def test_cli_defaults_are_the_tables():
     args = make_parser().parse_args(["build", "hf://org/m", "--task=feature-extraction", "--output=x"])
     assert config_from_args(args) == parse_build_config(source="hf://org/m", task="feature-extraction")
+
+
+def test_inline_evaluation_rows_travel_as_a_json_list():
+    rows = [{"text": "great", "label": "POSITIVE"}, {"text": "awful", "label": 0}]
+    optimization = {"evaluation": {"examples": rows}, "accuracyGate": {"metric": "accuracy"}}
+    spec = {"model": {"source": "hf://org/m", "task": "text-classification"}, "optimization": optimization}
+    config = parse_build_config(**values_from_spec(spec))
+    assert json.loads(config.evaluation.source) == rows
+    args = make_parser().parse_args(["build", *build_arguments(config), "--output=/tmp/x"])
+    assert config_from_args(args) == config

@@ -25,6 +25,8 @@ def test_every_engine_input_changes_the_key():
         {"calibration_samples": 128},
         {"calibration_method": "entropy"},
         {"max_drop": 0.02},
+        {"evaluation_source": "file:///data/test.jsonl"},
+        {"evaluation_source": "file:///data/test.jsonl", "evaluation_label_column": "topic"},
         {"truncation": "refuse"},
         {"tokenizer": "hf://org/tok"},
         {"calibration_source": "file:///pairs.jsonl", "calibration_pair_column": "hypothesis"},

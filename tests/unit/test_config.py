@@ -9,7 +9,22 @@ def test_defaults_are_filled_and_typed():
     assert config.task is Task.TEXT_CLASSIFICATION
     assert config.precision is Precision.AUTO
     assert config.shapes.batch == Range(1, 8, 32)
-    assert config.gate.metric is None and config.gate.max_drop == 0.01
+    assert config.gate.metric is None and config.gate.max_drop is None  # the metric's own default
+    assert config.evaluation.source is None and config.evaluation.label_column == "label"
+
+
+def test_labeled_metric_needs_evaluation_data():
+    with pytest.raises(
+        ConfigError, match=r"'accuracy' scores the model against labels, which optimization\.evaluation gives"
+    ):
+        parse_build_config(source="file:///m", task="text-classification", gate_metric="accuracy")
+    config = parse_build_config(
+        source="file:///m", task="text-classification", gate_metric="accuracy",
+        evaluation_source="file:///data/test.jsonl", evaluation_text_pair_column="hypothesis",
+    )  # fmt: skip
+    assert config.evaluation.text_pair_column == "hypothesis" and config.evaluation.samples == 1000
+    with pytest.raises(ConfigError, match=r"optimization.evaluation.samples: must be 1\.\.100000, got 0"):
+        parse_build_config(source="file:///m", task="text-classification", evaluation_samples=0)
 
 
 def test_every_problem_is_reported_with_its_field_path():

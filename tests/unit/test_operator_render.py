@@ -37,6 +37,7 @@ def test_builder_args_parse_back_into_the_same_config():
                 "sequence": {"min": 8, "opt": 64, "max": 128},
             },
             "calibration": {"texts": texts, "samples": 64, "method": "entropy"},
+            "evaluation": {"examples": [{"text": "fine", "label": "positive"}], "labelColumn": "label"},
             "accuracyGate": {"metric": "accuracy", "maxDrop": 0.02},
         },
     )

@@ -272,3 +272,11 @@ def test_refused_engine_is_failed_not_deployed():
     assert conditions(new)["Deployed"]["reason"] == status.TENSORRT_MISMATCH
     assert conditions(new)["BuildSucceeded"]["status"] == "True"
     assert new["engine"]["gpuProduct"] == "NVIDIA H200" and new["engine"]["tensorrtVersion"] == "10.11.0.33"
+
+
+def test_labeled_gate_scores_reach_the_status_benchmark():
+    labeled = {"p50Ms": 1.5, "accuracyMetric": "accuracy", "accuracyDrop": 0.002, "fp32Score": 91.2,
+               "variantScore": 91.0, "dropPoints": 0.2, "extra": 1}  # fmt: skip
+    engine = Engine("s3://m/ml/demo/k", "int8", "onnxruntime", "int8-dynamic", 1, benchmark=labeled)
+    new = status.compute_status(Observation(1, "k", engine=engine, deployment=READY), {}, T0)
+    assert new["benchmark"] == {k: v for k, v in labeled.items() if k != "extra"}
