@@ -57,8 +57,9 @@ def test_defaults_are_filled_in_by_the_api_server(control_plane, transformer_crd
     assert spec["optimization"]["backend"] == "onnxruntime" and spec["optimization"]["precision"] == "auto"
     assert spec["optimization"]["shapes"] == {
         "batch": {"min": 1, "opt": 8, "max": 32},
-        "sequence": {"min": 1, "opt": 128, "max": 256},
+        "sequence": {"min": 1, "opt": 128},  # no max: the model's own limit (the builder reads it)
     }
+    assert spec["optimization"]["benchmarkSeconds"] == 3.0
     assert "maxDrop" not in spec["optimization"]["accuracyGate"]  # the metric's own default applies
     assert spec["storage"]["deleteOnRemoval"] is False
     assert spec["serving"]["replicas"] == 1 and spec["build"]["backoffLimit"] == 1

@@ -144,7 +144,7 @@ def test_cache_hit_deploys_without_a_build(transformers, spec_for, s3_server, mo
     assert deployment.metadata.owner_references[0].kind == "OptimizedTransformer"
     assert deployment.spec.template.spec.init_containers[0].args[1] == uri
     (service,) = found["services"]
-    assert {p.port for p in service.spec.ports} == {8000, 8001, 8002}
+    assert {p.port for p in service.spec.ports} == {8000, 8001, 8002, 8080}  # Triton and the API front
     metrics = operator.metrics()
     assert metrics["kubeformer_cache_hits_total"] == hits_before + 1
     assert metrics['kubeformer_objects{phase="Ready"}'] >= 1
