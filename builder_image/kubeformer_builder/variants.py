@@ -31,7 +31,7 @@ from kubeformer_builder import inference
 from kubeformer_builder.config import Backend, BuildConfig, Precision
 from kubeformer_builder.errors import BackendUnavailableError, GateError, KubeformerError
 from kubeformer_builder.evaluation import BASELINE, Evaluator, Runner
-from kubeformer_builder.gate import GateReport
+from kubeformer_builder.gate import NEIGHBOURS_COSINE_FLOOR, GateReport
 from kubeformer_builder.isa import Isa
 from kubeformer_builder.stages import quantize
 from kubeformer_builder.stages.fp16 import convert_mixed_fp16
@@ -70,6 +70,9 @@ class Candidate:
         if self.gate is None:
             return f"{self.name}: not judged"
         gate = self.gate
+        if gate.moved:
+            floor = NEIGHBOURS_COSINE_FLOOR
+            return f"{self.name}: mean cosine {gate.mean_cosine:.4f} to the reference < {floor}"
         return f"{self.name}: {gate.metric} {gate.score:.4f}, drop {gate.drop:.4f} > {gate.max_drop}"
 
     def speedups(self, baseline: dict[str, Latency]) -> dict[str, Speedup]:

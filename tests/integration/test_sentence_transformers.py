@@ -9,6 +9,7 @@ time, and the gate's reference is the library, so a wrong export cannot pass it.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from transformers import AutoTokenizer
 
 from kubeformer_builder import inference, model_inputs, tasks
-from kubeformer_builder.config import Task
+from kubeformer_builder.config import Gate, GateMetric, Task
 from kubeformer_builder.errors import UnsupportedModelError
 from kubeformer_builder.evaluation import Evaluator, make_reference
 from kubeformer_builder.pipeline import build
@@ -119,7 +120,8 @@ def test_a_custom_module_class_is_refused_naming_it(tmp_path):
 def test_the_gate_compares_with_the_library_not_with_the_export(sentence_models):
     """Case 4: mean pooling exported for a cls-pooling model used to pass with drop 0.0."""
     model_dir = sentence_models["st_cls"]
-    config = sentence_config(model_dir, "st_cls")
+    # cosine: each embedding against the library's (neighbours is degenerate on 4 texts repeated).
+    config = replace(sentence_config(model_dir, "st_cls"), gate=Gate(GateMetric.COSINE, 0.01))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = tasks.load_model(model_dir, Task.FEATURE_EXTRACTION)
     names = model_inputs.select_inputs(model, tokenizer.model_input_names)

@@ -4,6 +4,7 @@ import pytest
 from kubeformer_builder.config import GateMetric, Task
 from kubeformer_builder.errors import ConfigError
 from kubeformer_builder.gate import (
+    NEIGHBOURS_COSINE_FLOOR,
     NEIGHBOURS_MAX_DROP,
     accuracy,
     answer_exact_match,
@@ -157,3 +158,21 @@ def test_squad_exact_match_and_f1():
     assert answer_f1("Eiffel", ["Eiffel Tower", "tower in Paris"]) == pytest.approx(2 * 1 * 0.5 / 1.5)
     assert answer_f1("", ["a"]) == 1.0  # both normalize to nothing, as in SQuAD's script
     assert answer_f1("Berlin", ["Paris"]) == 0.0
+
+
+def test_neighbours_also_fails_embeddings_that_moved_away_from_the_reference():
+    """Embeddings pushed away from the reference's (a large common offset) fail on the cosine floor,
+    whatever their neighbour agreement."""
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(40, 16))
+    moved = reference + 3.0 * np.linalg.norm(reference, axis=1, keepdims=True) * np.eye(16)[0]
+    masks = [np.ones((40, 4))]
+    same = evaluate(
+        Task.FEATURE_EXTRACTION, GateMetric.NEIGHBOURS, 0.075, [(reference,)], [(reference,)], masks
+    )
+    assert same.passed and same.mean_cosine == pytest.approx(1.0)
+    report = evaluate(
+        Task.FEATURE_EXTRACTION, GateMetric.NEIGHBOURS, 0.075, [(reference,)], [(moved,)], masks
+    )
+    assert report.mean_cosine < NEIGHBOURS_COSINE_FLOOR and report.moved and not report.passed
+    assert report.to_dict()["mean_cosine"] == report.mean_cosine
