@@ -16,7 +16,7 @@ import tritonclient.http as httpclient
 from kubeformer_builder.config import Task
 from kubeformer_builder.pipeline import build
 from tests.fixtures.builds import tiny_config
-from tests.fixtures.models import make_sentence_transformer
+from tests.fixtures.sentence_models import mean_pooling, save_sentence_pipeline
 from tests.fixtures.triton import serving
 
 pytestmark = pytest.mark.integration
@@ -39,8 +39,11 @@ BUILDS = {
 @pytest.fixture(scope="module")
 def models(tiny_model, tmp_path_factory) -> dict[str, Path]:
     found = {name: tiny_model(model, task) for name, (model, task, _) in BUILDS.items()}
-    found["st64"] = make_sentence_transformer(
-        tiny_model("bert", Task.FEATURE_EXTRACTION), tmp_path_factory.mktemp("st") / "st64", 64
+    found["st64"] = save_sentence_pipeline(
+        tiny_model("bert", Task.FEATURE_EXTRACTION),
+        tmp_path_factory.mktemp("st") / "st64",
+        mean_pooling(),
+        64,
     )
     return found
 
